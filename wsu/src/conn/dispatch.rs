@@ -1,0 +1,562 @@
+//! What a connection does with each client message: protocol-level answers at once (`ping`,
+//! `ack`, invalid input), requests (`event`, `join`, `leave`) one at a time in arrival order.
+
+use std::sync::Arc;
+
+use serde_json::value::RawValue;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use super::task::{Conn, Exit, leave_hooks};
+use crate::handler::{HandlerError, Reply};
+use crate::protocol::envelope::{DecodeError, Outgoing, decode};
+use crate::protocol::{MessageType, names};
+use crate::stats::Counters;
+use crate::sync::BoxFuture;
+use crate::{CloseCode, DisconnectReason, JoinError, Socket};
+
+/// A client request waiting for its turn (owned copies of what the frame said).
+pub(crate) struct Request {
+    kind: MessageType,
+    namespace: Box<str>,
+    event: Option<Box<str>>,
+    room: Option<Box<str>>,
+    ack_id: Option<Box<str>>,
+    data: Option<Box<RawValue>>,
+}
+
+/// What the running request is, to shape its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Connect,
+    Event,
+    Membership,
+}
+
+/// The request currently running on a connection.
+pub(crate) struct Running {
+    kind: Kind,
+    namespace: Arc<str>,
+    event: Option<Box<str>>,
+    ack_id: Option<Box<str>>,
+    pub(crate) fut: BoxFuture<Reply>,
+}
+
+impl Running {
+    pub(crate) fn is_handler(&self) -> bool {
+        self.kind == Kind::Event
+    }
+
+    pub(crate) async fn into_detached(self) {
+        let _ = crate::sync::CatchUnwind::new(self.fut).await;
+    }
+}
+
+/// What starting a request produced.
+enum Started {
+    /// Finished at once: this reply (maybe none).
+    Done(Option<Utf8Bytes>),
+    /// Running.
+    Running(Running),
+}
+
+/// Encode a server→client message; encoding our own envelope of raw parts cannot fail.
+fn encode(msg: &Outgoing<'_, RawValue>) -> Utf8Bytes {
+    match msg.encode() {
+        Ok(s) => Utf8Bytes::from(s),
+        Err(_) => {
+            Utf8Bytes::from_static(r#"{"type":"error","namespace":"/","error":"internal error"}"#)
+        }
+    }
+}
+
+/// An `error` message.
+pub(crate) fn error_frame(
+    namespace: &str,
+    event: Option<&str>,
+    ack_id: Option<&str>,
+    error: &str,
+    data: Option<&RawValue>,
+) -> Utf8Bytes {
+    let mut m = Outgoing::<RawValue>::new(MessageType::Error);
+    m.namespace = Some(namespace);
+    m.event = event;
+    m.ack_id = ack_id;
+    m.error = Some(error);
+    m.data = data;
+    encode(&m)
+}
+
+fn ack_frame(
+    namespace: &str,
+    event: Option<&str>,
+    ack_id: &str,
+    data: Option<&RawValue>,
+) -> Utf8Bytes {
+    let mut m = Outgoing::<RawValue>::new(MessageType::Ack);
+    m.namespace = Some(namespace);
+    m.event = event;
+    m.ack_id = Some(ack_id);
+    m.data = data;
+    encode(&m)
+}
+
+/// An echoable name: valid ones only, so that an error never reflects junk back.
+fn echo(s: Option<&str>, valid: impl Fn(&str) -> bool) -> Option<&str> {
+    s.filter(|s| valid(s))
+}
+
+impl<S> Conn<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    /// Count an invalid message; close with 1008 when the budget is exhausted.
+    fn invalid(&mut self) -> Result<(), Exit> {
+        Counters::inc(&self.server.inner.counters.protocol_errors);
+        let cfg = &self.server.inner.config;
+        let now = Instant::now();
+        if now.duration_since(self.invalid_window_start) > cfg.invalid_message_window {
+            self.invalid_window_start = now;
+            self.invalid_count = 0;
+        }
+        self.invalid_count += 1;
+        if self.invalid_count > cfg.max_invalid_messages {
+            return Err(Exit::close(
+                CloseCode::POLICY_VIOLATION,
+                "too many invalid messages",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Take a token from the rate limiter; false when over the limit.
+    fn rate_ok(&mut self) -> bool {
+        let Some(limit) = self.server.inner.config.rate_limit else {
+            return true;
+        };
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.tokens_at).as_secs_f64();
+        self.tokens_at = now;
+        self.tokens = (self.tokens + elapsed * limit.per_second).min(limit.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Answer an invalid message with an error and count it.
+    async fn reject(
+        &mut self,
+        namespace: &str,
+        event: Option<&str>,
+        ack_id: Option<&str>,
+        error: &str,
+    ) -> Result<(), Exit> {
+        let frame = error_frame(namespace, event, ack_id, error, None);
+        self.reply(frame).await?;
+        self.invalid()
+    }
+
+    /// Handle one data frame.
+    pub(crate) async fn on_frame(&mut self, bytes: &[u8]) -> Result<(), Exit> {
+        let msg = match decode(bytes) {
+            Ok(m) => m,
+            Err(DecodeError {
+                message,
+                namespace,
+                event,
+                ack_id,
+            }) => {
+                let ns = echo(namespace.as_deref(), |n| {
+                    names::validate_namespace(n).is_ok()
+                })
+                .unwrap_or("/");
+                let ev = echo(event.as_deref(), |e| names::validate_room(e).is_ok());
+                let ack = echo(ack_id.as_deref(), |a| names::validate_ack_id(a).is_ok());
+                let text = format!("invalid message: {message}");
+                let ns = ns.to_owned();
+                let (ev, ack) = (ev.map(str::to_owned), ack.map(str::to_owned));
+                return self.reject(&ns, ev.as_deref(), ack.as_deref(), &text).await;
+            }
+        };
+        let ns_ok = names::validate_namespace(&msg.namespace);
+        let ack_ok = msg
+            .ack_id
+            .as_deref()
+            .map(names::validate_ack_id)
+            .transpose();
+        let echo_ns = if ns_ok.is_ok() { &*msg.namespace } else { "/" };
+        let echo_ack = if ack_ok.is_ok() {
+            msg.ack_id.as_deref()
+        } else {
+            None
+        };
+        let echo_ev = msg
+            .event
+            .as_deref()
+            .filter(|e| names::validate_room(e).is_ok());
+
+        let Some(kind) = msg.kind else {
+            return self
+                .reject(echo_ns, echo_ev, echo_ack, "unknown message type")
+                .await;
+        };
+        if let Err(e) = ns_ok {
+            return self
+                .reject(
+                    "/",
+                    echo_ev,
+                    echo_ack,
+                    &format!("invalid namespace: namespace {e}"),
+                )
+                .await;
+        }
+        if let Err(e) = ack_ok {
+            return self
+                .reject(echo_ns, echo_ev, None, &format!("invalid ackId: ackId {e}"))
+                .await;
+        }
+        match kind {
+            MessageType::Ping => {
+                let mut m = Outgoing::<RawValue>::new(MessageType::Pong);
+                m.namespace = Some(&msg.namespace);
+                let frame = encode(&m);
+                self.reply(frame).await
+            }
+            MessageType::Pong | MessageType::Error => Ok(()),
+            MessageType::Ack => {
+                let Some(id) = msg.ack_id.as_deref() else {
+                    return self
+                        .reject(echo_ns, None, None, "invalid message: ack without ackId")
+                        .await;
+                };
+                let data = msg.data.map(|d| d.to_owned());
+                if !self.conn.resolve_ack(id, data) {
+                    Counters::inc(&self.server.inner.counters.unknown_acks);
+                }
+                Ok(())
+            }
+            MessageType::Event | MessageType::Join | MessageType::Leave => {
+                if kind == MessageType::Event {
+                    let Some(event) = msg.event.as_deref() else {
+                        return self
+                            .reject(
+                                echo_ns,
+                                None,
+                                echo_ack,
+                                "invalid message: event without event name",
+                            )
+                            .await;
+                    };
+                    if let Err(e) = names::validate_event(event) {
+                        return self
+                            .reject(
+                                echo_ns,
+                                echo_ev,
+                                echo_ack,
+                                &format!("invalid event name: event {e}"),
+                            )
+                            .await;
+                    }
+                }
+                if kind != MessageType::Event {
+                    if let Some(room) = msg.room.as_deref() {
+                        if let Err(e) = names::validate_room(room) {
+                            return self
+                                .reject(
+                                    echo_ns,
+                                    None,
+                                    echo_ack,
+                                    &format!("invalid room name: room {e}"),
+                                )
+                                .await;
+                        }
+                    }
+                }
+                if !self.rate_ok() {
+                    return self
+                        .reject(echo_ns, echo_ev, echo_ack, "rate limit exceeded")
+                        .await;
+                }
+                let request = Request {
+                    kind,
+                    namespace: msg.namespace.as_ref().into(),
+                    event: if kind == MessageType::Event {
+                        msg.event.as_deref().map(Into::into)
+                    } else {
+                        None
+                    },
+                    room: if kind == MessageType::Event {
+                        None
+                    } else {
+                        msg.room.as_deref().map(Into::into)
+                    },
+                    ack_id: msg.ack_id.as_deref().map(Into::into),
+                    data: if kind == MessageType::Event {
+                        msg.data.map(|d| d.to_owned())
+                    } else {
+                        None
+                    },
+                };
+                self.submit(request).await
+            }
+        }
+    }
+
+    /// Run a request now if nothing is running, else queue it (bounded).
+    async fn submit(&mut self, request: Request) -> Result<(), Exit> {
+        if self.running.is_none() && self.queue.is_empty() {
+            return self.start(request).await;
+        }
+        if self.queue.len() >= self.server.inner.config.max_pending_requests {
+            let ns = request.namespace.clone();
+            return self
+                .reject(
+                    &ns,
+                    request.event.as_deref(),
+                    request.ack_id.as_deref(),
+                    "too many pending requests",
+                )
+                .await;
+        }
+        self.queue.push_back(request);
+        Ok(())
+    }
+
+    /// Start a request: answer at once or leave it running.
+    async fn start(&mut self, request: Request) -> Result<(), Exit> {
+        match self.begin(request) {
+            Started::Done(Some(frame)) => self.reply(frame).await,
+            Started::Done(None) => Ok(()),
+            Started::Running(r) => {
+                self.running = Some(r);
+                Ok(())
+            }
+        }
+    }
+
+    /// Start queued requests until one keeps running.
+    async fn start_queued(&mut self) -> Result<(), Exit> {
+        while self.running.is_none() {
+            let Some(request) = self.queue.pop_front() else {
+                break;
+            };
+            self.start(request).await?;
+        }
+        Ok(())
+    }
+
+    /// The connect hooks, then membership of `/`: the first thing a connection runs.
+    pub(crate) fn connect_phase(&self) -> Running {
+        let server = self.server.clone();
+        let conn = self.conn.clone();
+        let fut = async move {
+            let socket = Socket::new(server.clone(), conn.clone(), Arc::from("/"));
+            if let Some(hook) = server.inner.on_connect.clone() {
+                hook(socket.clone()).await.map_err(HandlerError::new)?;
+            }
+            if let Some(ns) = server.lookup_namespace("/") {
+                if let Some(hook) = ns.on_connect.clone() {
+                    hook(socket).await.map_err(HandlerError::new)?;
+                }
+            }
+            server
+                .join(&conn, "/", None)
+                .map_err(|e| HandlerError::new(e.to_string()))?;
+            Ok(None)
+        };
+        Running {
+            kind: Kind::Connect,
+            namespace: Arc::from("/"),
+            event: None,
+            ack_id: None,
+            fut: Box::pin(fut),
+        }
+    }
+
+    fn begin(&mut self, r: Request) -> Started {
+        match r.kind {
+            MessageType::Event => self.begin_event(r),
+            MessageType::Join => self.begin_join(r),
+            _ => self.begin_leave(r),
+        }
+    }
+
+    fn begin_event(&mut self, r: Request) -> Started {
+        let event = r.event.as_deref().unwrap_or_default();
+        let ack = r.ack_id.as_deref();
+        let Some(ns) = self.conn.namespace(&r.namespace) else {
+            Counters::inc(&self.server.inner.counters.protocol_errors);
+            return Started::Done(Some(error_frame(
+                &r.namespace,
+                Some(event),
+                ack,
+                "namespace not joined",
+                None,
+            )));
+        };
+        let Some(entry) = ns.handlers.get(event) else {
+            Counters::inc(&self.server.inner.counters.protocol_errors);
+            return Started::Done(Some(error_frame(
+                &r.namespace,
+                Some(event),
+                ack,
+                "unknown event",
+                None,
+            )));
+        };
+        let socket = Socket::new(self.server.clone(), self.conn.clone(), ns.name.clone());
+        let fut = entry.handler.call(socket, r.data.as_deref());
+        Started::Running(Running {
+            kind: Kind::Event,
+            namespace: ns.name.clone(),
+            event: r.event,
+            ack_id: r.ack_id,
+            fut,
+        })
+    }
+
+    fn membership_done(&self, r: &Request, result: Result<(), JoinError>) -> Started {
+        match result {
+            Ok(()) => Started::Done(
+                r.ack_id
+                    .as_deref()
+                    .map(|id| ack_frame(&r.namespace, None, id, None)),
+            ),
+            Err(e) => Started::Done(Some(error_frame(
+                &r.namespace,
+                None,
+                r.ack_id.as_deref(),
+                &e.to_string(),
+                None,
+            ))),
+        }
+    }
+
+    fn begin_join(&mut self, r: Request) -> Started {
+        let Some(ns) = self.server.namespace_for_join(&r.namespace) else {
+            Counters::inc(&self.server.inner.counters.protocol_errors);
+            return self.membership_done(&r, Err(JoinError::UnknownNamespace));
+        };
+        let member = ns.is_member(self.conn.id);
+        let hook = if member { None } else { ns.on_connect.clone() };
+        let Some(hook) = hook else {
+            let res = self
+                .server
+                .join(&self.conn, &r.namespace, r.room.as_deref())
+                .map(|_| ());
+            return self.membership_done(&r, res);
+        };
+        // The namespace's connect hook decides first.
+        let server = self.server.clone();
+        let conn = self.conn.clone();
+        let room = r.room.clone();
+        let ns_name = ns.name.clone();
+        let fut = async move {
+            let socket = Socket::new(server.clone(), conn.clone(), ns_name.clone());
+            if let Err(reason) = hook(socket).await {
+                return Err(HandlerError::new(JoinError::Refused(reason).to_string()));
+            }
+            server
+                .join(&conn, &ns_name, room.as_deref())
+                .map_err(|e| HandlerError::new(e.to_string()))?;
+            Ok(None)
+        };
+        Started::Running(Running {
+            kind: Kind::Membership,
+            namespace: ns.name.clone(),
+            event: None,
+            ack_id: r.ack_id,
+            fut: Box::pin(fut),
+        })
+    }
+
+    fn begin_leave(&mut self, r: Request) -> Started {
+        if let Some(room) = r.room.as_deref() {
+            self.conn.leave_room(&r.namespace, room);
+            return self.membership_done(&r, Ok(()));
+        }
+        let Some(m) = self.conn.leave_namespace(&r.namespace) else {
+            return self.membership_done(&r, Ok(()));
+        };
+        if m.ns.on_disconnect.is_none() {
+            self.server.release_namespace(&m.ns);
+            return self.membership_done(&r, Ok(()));
+        }
+        let server = self.server.clone();
+        let conn = self.conn.clone();
+        let fut = async move {
+            leave_hooks(&server, &conn, m, DisconnectReason::LeftNamespace).await;
+            Ok(None)
+        };
+        Started::Running(Running {
+            kind: Kind::Membership,
+            namespace: Arc::from(&*r.namespace),
+            event: None,
+            ack_id: r.ack_id,
+            fut: Box::pin(fut),
+        })
+    }
+
+    /// The running request finished (or panicked): answer it and start the next.
+    pub(crate) async fn on_finished(
+        &mut self,
+        (kind, namespace, event, ack_id, out): Finished,
+    ) -> Result<(), Exit> {
+        let out = match out {
+            Ok(reply) => reply,
+            Err(panic) => {
+                Counters::inc(&self.server.inner.counters.handler_panics);
+                tracing::error!(panic = %panic, event = event.as_deref().unwrap_or(""), "handler panicked");
+                if kind == Kind::Connect {
+                    return Err(Exit::close(CloseCode::INTERNAL_ERROR, "internal error"));
+                }
+                Err(HandlerError::new("internal error: handler panicked"))
+            }
+        };
+        match (kind, out) {
+            (Kind::Connect, Ok(_)) => {}
+            (Kind::Connect, Err(e)) => {
+                return Err(Exit::close(
+                    CloseCode::REFUSED,
+                    crate::socket::truncate_reason(e.message()),
+                ));
+            }
+            (_, Ok(data)) => {
+                if let Some(id) = ack_id.as_deref() {
+                    let frame = ack_frame(&namespace, event.as_deref(), id, data.as_deref());
+                    self.reply(frame).await?;
+                }
+            }
+            (_, Err(e)) => {
+                let frame = error_frame(
+                    &namespace,
+                    event.as_deref(),
+                    ack_id.as_deref(),
+                    e.message(),
+                    e.data(),
+                );
+                self.reply(frame).await?;
+            }
+        }
+        self.start_queued().await
+    }
+}
+
+/// A finished request: its kind, namespace, event, ack id and outcome (Err = panic message).
+pub(crate) type Finished = (
+    Kind,
+    Arc<str>,
+    Option<Box<str>>,
+    Option<Box<str>>,
+    Result<Reply, String>,
+);
+
+impl Running {
+    pub(crate) fn finish(self, out: Result<Reply, String>) -> Finished {
+        (self.kind, self.namespace, self.event, self.ack_id, out)
+    }
+}

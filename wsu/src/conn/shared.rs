@@ -1,0 +1,321 @@
+//! The part of a connection that other tasks touch: its outbound queue, memberships and pending
+//! acks.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_tungstenite::tungstenite::http::request::Parts;
+
+use super::acks::{AckData, AckTable};
+use crate::config::{Config, SlowConsumerPolicy};
+use crate::registry::Namespace;
+use crate::stats::Counters;
+use crate::sync::lock;
+use crate::{AckError, CloseCode, SendError, SocketId};
+
+/// A request to close the connection, handled by its task.
+#[derive(Debug, Clone)]
+pub(crate) struct CloseRequest {
+    pub(crate) code: CloseCode,
+    pub(crate) reason: String,
+    /// Send what is queued before the close frame, until this instant (graceful shutdown).
+    pub(crate) drain_until: Option<Instant>,
+}
+
+/// The connection's membership of one namespace.
+pub(crate) struct Membership {
+    pub(crate) ns: Arc<Namespace>,
+    pub(crate) rooms: Vec<Arc<str>>,
+}
+
+#[derive(Default)]
+struct ConnState {
+    closed: bool,
+    memberships: Vec<Membership>,
+}
+
+/// Why a join did not happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum JoinError {
+    Closed,
+    TooManyNamespaces,
+    TooManyRooms,
+    /// The (dynamic) namespace disappeared concurrently; look it up again.
+    Removed,
+}
+
+pub(crate) struct ConnShared {
+    pub(crate) id: SocketId,
+    tx: mpsc::Sender<Utf8Bytes>,
+    queued_bytes: AtomicUsize,
+    closed: AtomicBool,
+    state: Mutex<ConnState>,
+    acks: Mutex<AckTable>,
+    close_req: Mutex<Option<CloseRequest>>,
+    pub(crate) close_notify: Notify,
+    pub(crate) request: Parts,
+    pub(crate) remote_addr: Option<SocketAddr>,
+}
+
+impl ConnShared {
+    pub(crate) fn new(
+        id: SocketId,
+        queue: usize,
+        request: Parts,
+        remote_addr: Option<SocketAddr>,
+    ) -> (Arc<Self>, mpsc::Receiver<Utf8Bytes>) {
+        let (tx, rx) = mpsc::channel(queue.max(1));
+        let conn = ConnShared {
+            id,
+            tx,
+            queued_bytes: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+            state: Mutex::new(ConnState::default()),
+            acks: Mutex::new(AckTable::default()),
+            close_req: Mutex::new(None),
+            close_notify: Notify::new(),
+            request,
+            remote_addr,
+        };
+        (Arc::new(conn), rx)
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Queue an encoded frame for this connection, applying the slow-consumer policy.
+    pub(crate) fn send(
+        &self,
+        frame: Utf8Bytes,
+        config: &Config,
+        counters: &Counters,
+    ) -> Result<(), SendError> {
+        if self.is_closed() {
+            return Err(SendError::Closed);
+        }
+        let len = frame.len();
+        if len > config.max_queued_bytes {
+            return Err(SendError::TooLarge);
+        }
+        let queued = self.queued_bytes.fetch_add(len, Ordering::Relaxed) + len;
+        let full = queued > config.max_queued_bytes;
+        let result = if full {
+            Err(mpsc::error::TrySendError::Full(frame))
+        } else {
+            self.tx.try_send(frame)
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+                match e {
+                    mpsc::error::TrySendError::Closed(_) => Err(SendError::Closed),
+                    mpsc::error::TrySendError::Full(_) => {
+                        Counters::inc(&counters.messages_dropped);
+                        if config.slow_consumer == SlowConsumerPolicy::Disconnect {
+                            self.request_close(CloseRequest {
+                                code: CloseCode::SLOW_CONSUMER,
+                                reason: "outbound queue full".to_owned(),
+                                drain_until: None,
+                            });
+                        }
+                        Err(SendError::QueueFull)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Account for a frame taken off the queue by the connection task.
+    pub(crate) fn dequeued(&self, len: usize) {
+        self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+    }
+
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.queued_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Ask the connection task to close. The first request wins, except that a request without
+    /// draining overrides a draining one (a forced shutdown after the drain deadline).
+    pub(crate) fn request_close(&self, req: CloseRequest) {
+        {
+            let mut slot = lock(&self.close_req);
+            match &*slot {
+                Some(existing) if existing.drain_until.is_none() || req.drain_until.is_some() => {
+                    return;
+                }
+                _ => *slot = Some(req),
+            }
+        }
+        self.close_notify.notify_one();
+    }
+
+    pub(crate) fn take_close_request(&self) -> Option<CloseRequest> {
+        lock(&self.close_req).take()
+    }
+
+    // ---- memberships -------------------------------------------------------------------------
+
+    /// Join a namespace. Returns whether the membership is new.
+    pub(crate) fn join_namespace(
+        self: &Arc<Self>,
+        ns: &Arc<Namespace>,
+        config: &Config,
+    ) -> Result<bool, JoinError> {
+        let mut st = lock(&self.state);
+        if st.closed {
+            return Err(JoinError::Closed);
+        }
+        if st.memberships.iter().any(|m| Arc::ptr_eq(&m.ns, ns)) {
+            return Ok(false);
+        }
+        if st.memberships.len() >= config.max_namespaces_per_connection {
+            return Err(JoinError::TooManyNamespaces);
+        }
+        ns.add(self).map_err(|_| JoinError::Removed)?;
+        st.memberships.push(Membership {
+            ns: ns.clone(),
+            rooms: Vec::new(),
+        });
+        Ok(true)
+    }
+
+    /// Join a room of a namespace, joining the namespace too. Returns (namespace joined now,
+    /// room joined now).
+    pub(crate) fn join_room(
+        self: &Arc<Self>,
+        ns: &Arc<Namespace>,
+        room: &str,
+        config: &Config,
+    ) -> Result<(bool, bool), JoinError> {
+        let mut st = lock(&self.state);
+        if st.closed {
+            return Err(JoinError::Closed);
+        }
+        let total_rooms: usize = st.memberships.iter().map(|m| m.rooms.len()).sum();
+        let idx = st.memberships.iter().position(|m| Arc::ptr_eq(&m.ns, ns));
+        if let Some(i) = idx {
+            if st.memberships[i].rooms.iter().any(|r| &**r == room) {
+                return Ok((false, false));
+            }
+        } else if st.memberships.len() >= config.max_namespaces_per_connection {
+            return Err(JoinError::TooManyNamespaces);
+        }
+        if total_rooms >= config.max_rooms_per_connection {
+            return Err(JoinError::TooManyRooms);
+        }
+        let room: Arc<str> = Arc::from(room);
+        ns.join_room(self, &room).map_err(|_| JoinError::Removed)?;
+        match idx {
+            Some(i) => {
+                st.memberships[i].rooms.push(room);
+                Ok((false, true))
+            }
+            None => {
+                st.memberships.push(Membership {
+                    ns: ns.clone(),
+                    rooms: vec![room],
+                });
+                Ok((true, true))
+            }
+        }
+    }
+
+    /// Leave a room. Returns whether the connection was in it.
+    pub(crate) fn leave_room(&self, ns_name: &str, room: &str) -> bool {
+        let mut st = lock(&self.state);
+        let Some(m) = st.memberships.iter_mut().find(|m| &*m.ns.name == ns_name) else {
+            return false;
+        };
+        let Some(pos) = m.rooms.iter().position(|r| &**r == room) else {
+            return false;
+        };
+        m.rooms.swap_remove(pos);
+        m.ns.leave_room(self.id, room)
+    }
+
+    /// Leave a namespace and all its rooms. Returns the membership that ended.
+    pub(crate) fn leave_namespace(&self, ns_name: &str) -> Option<Membership> {
+        let mut st = lock(&self.state);
+        let pos = st.memberships.iter().position(|m| &*m.ns.name == ns_name)?;
+        let m = st.memberships.swap_remove(pos);
+        m.ns.remove(self.id, &m.rooms);
+        Some(m)
+    }
+
+    /// The namespace of this name, if the connection is a member.
+    pub(crate) fn namespace(&self, name: &str) -> Option<Arc<Namespace>> {
+        lock(&self.state)
+            .memberships
+            .iter()
+            .find(|m| &*m.ns.name == name)
+            .map(|m| m.ns.clone())
+    }
+
+    /// Names of the joined namespaces.
+    pub(crate) fn namespace_names(&self) -> Vec<String> {
+        lock(&self.state)
+            .memberships
+            .iter()
+            .map(|m| m.ns.name.to_string())
+            .collect()
+    }
+
+    /// Rooms joined in a namespace.
+    pub(crate) fn rooms(&self, ns_name: &str) -> Vec<String> {
+        lock(&self.state)
+            .memberships
+            .iter()
+            .find(|m| &*m.ns.name == ns_name)
+            .map(|m| m.rooms.iter().map(|r| r.to_string()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Mark the connection closed: no more joins, sends or acks. Leaves every namespace and room
+    /// and fails pending acks. Returns the memberships that ended (empty if already closed).
+    pub(crate) fn mark_closed(&self) -> Vec<Membership> {
+        self.closed.store(true, Ordering::Release);
+        lock(&self.acks).close();
+        let memberships = {
+            let mut st = lock(&self.state);
+            if st.closed {
+                return Vec::new();
+            }
+            st.closed = true;
+            std::mem::take(&mut st.memberships)
+        };
+        for m in &memberships {
+            m.ns.remove(self.id, &m.rooms);
+        }
+        memberships
+    }
+
+    // ---- acks --------------------------------------------------------------------------------
+
+    pub(crate) fn register_ack(
+        &self,
+        max: usize,
+    ) -> Result<(u64, oneshot::Receiver<AckData>), AckError> {
+        if self.is_closed() {
+            return Err(AckError::Closed);
+        }
+        lock(&self.acks).register(max)
+    }
+
+    pub(crate) fn resolve_ack(&self, id: &str, data: AckData) -> bool {
+        lock(&self.acks).resolve(id, data)
+    }
+
+    pub(crate) fn cancel_ack(&self, id: u64) {
+        lock(&self.acks).cancel(id);
+    }
+
+    pub(crate) fn pending_acks(&self) -> usize {
+        lock(&self.acks).len()
+    }
+}

@@ -1,0 +1,540 @@
+//! Building a server: options, handlers, hooks, namespaces.
+
+use std::any::{Any, TypeId};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use tokio::sync::{Notify, watch};
+
+use super::{Asset, Inner, NamespaceFilter, Server};
+use crate::config::{Config, RateLimit, SlowConsumerPolicy};
+use crate::handler::{ErasedHandler, IntoAck, TypedHandler};
+use crate::hooks::{self, ConnectHook, ConnectOutcome, DisconnectHook, DisconnectReason};
+use crate::id::IdGenerator;
+use crate::protocol::names;
+use crate::registry::{HandlerEntry, Namespace};
+use crate::stats::Counters;
+use crate::{BuildError, OriginPolicy, Socket};
+
+/// Handlers and hooks of one namespace, configured inside
+/// [`ServerBuilder::namespace`].
+///
+/// ```
+/// use wsu::{Json, Server, Socket};
+/// let server = Server::builder()
+///     .namespace("/admin", |ns| {
+///         ns.on_connect(|socket: Socket| async move {
+///             match socket.query("token") {
+///                 Some("secret") => Ok(()),
+///                 _ => Err("bad token"),
+///             }
+///         })
+///         .on("kick", |_socket: Socket, id: String| async move { Json(id) })
+///     })
+///     .build()
+///     .unwrap();
+/// # let _ = server;
+/// ```
+pub struct NamespaceBuilder {
+    name: String,
+    handlers: Vec<(String, HandlerEntry)>,
+    on_connect: Option<ConnectHook>,
+    on_disconnect: Option<DisconnectHook>,
+}
+
+impl NamespaceBuilder {
+    fn new(name: &str) -> Self {
+        NamespaceBuilder {
+            name: name.to_owned(),
+            handlers: Vec::new(),
+            on_connect: None,
+            on_disconnect: None,
+        }
+    }
+
+    /// Register a handler for `event` in this namespace (the seed's `Namespace(..).On`).
+    ///
+    /// The handler receives the connection (scoped to this namespace) and the payload decoded
+    /// from the message's `data` as `T` (a missing `data` decodes from `null`); its return value
+    /// is the ack (see [`IntoAck`]). A payload that does not decode is answered with an `error`
+    /// (`invalid payload: ...`) and the handler is not called.
+    pub fn on<T, F, Fut, R>(mut self, event: &str, handler: F) -> Self
+    where
+        F: Fn(Socket, T) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = R> + Send + 'static,
+        R: IntoAck,
+        T: DeserializeOwned + Send + 'static,
+    {
+        let entry = HandlerEntry {
+            handler: Arc::new(TypedHandler::new(handler)),
+            location: None,
+            ack_type: Some(std::any::type_name::<R>()),
+        };
+        self.handlers.push((event.to_owned(), entry));
+        self
+    }
+
+    /// Register a type-erased handler with its registration site (used by `#[ws_event]`).
+    #[doc(hidden)]
+    pub fn on_erased(
+        mut self,
+        event: &str,
+        handler: Arc<dyn ErasedHandler>,
+        location: Option<String>,
+        ack_type: Option<&'static str>,
+    ) -> Self {
+        self.handlers.push((
+            event.to_owned(),
+            HandlerEntry {
+                handler,
+                location,
+                ack_type,
+            },
+        ));
+        self
+    }
+
+    /// Run when a connection joins this namespace (for `/`: when it connects). Return `()` to
+    /// accept or `Err(reason)` to refuse: a refused join is answered with an `error`
+    /// (`join refused: reason`); refusing `/` closes the connection with 4500.
+    pub fn on_connect<F, Fut, R>(mut self, hook: F) -> Self
+    where
+        F: Fn(Socket) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = R> + Send + 'static,
+        R: ConnectOutcome,
+    {
+        self.on_connect = Some(hooks::connect_hook(hook));
+        self
+    }
+
+    /// Run when a connection leaves this namespace, or disconnects while in it.
+    pub fn on_disconnect<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(Socket, DisconnectReason) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.on_disconnect = Some(hooks::disconnect_hook(hook));
+        self
+    }
+}
+
+/// Options, handlers and hooks of a [`Server`]; see [`Server::builder`].
+///
+/// Every option has a default taken from the seed where it had one (write timeout 10 s, read
+/// timeout 30 s, ack timeout 5 s, ping every 15 s) and a bound everywhere else; see
+/// [`Config`] for each default.
+///
+/// ```
+/// use std::time::Duration;
+/// use wsu::{Server, Socket, SlowConsumerPolicy};
+///
+/// let server = Server::builder()
+///     .allowed_origins(["https://chat.example"])        // WithOrigins
+///     .buffer_sizes(4096, 32 * 1024)                    // WithBufferSize
+///     .timeouts(Duration::from_secs(30), Duration::from_secs(10)) // WithTimeout
+///     .ping_interval(Duration::from_secs(15))           // WithPingInterval
+///     .on_connect(|socket: Socket| async move {         // WithHooks
+///         println!("{} connected", socket.id());
+///     })
+///     .slow_consumer(SlowConsumerPolicy::Disconnect)
+///     .build()
+///     .unwrap();
+/// # let _ = server;
+/// ```
+pub struct ServerBuilder {
+    config: Config,
+    namespaces: Vec<NamespaceBuilder>,
+    allow_namespace: Option<NamespaceFilter>,
+    on_connect: Option<ConnectHook>,
+    on_disconnect: Option<DisconnectHook>,
+    state: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
+    assets: HashMap<String, Asset>,
+    errors: Vec<BuildError>,
+}
+
+impl Default for ServerBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ServerBuilder {
+    /// A builder with the default configuration and only the namespace `/`.
+    pub fn new() -> Self {
+        ServerBuilder {
+            config: Config::default(),
+            namespaces: vec![NamespaceBuilder::new("/")],
+            allow_namespace: None,
+            on_connect: None,
+            on_disconnect: None,
+            state: HashMap::new(),
+            assets: HashMap::new(),
+            errors: Vec::new(),
+        }
+    }
+
+    fn ns_mut(&mut self, name: &str) -> &mut NamespaceBuilder {
+        let idx = match self.namespaces.iter().position(|n| n.name == name) {
+            Some(i) => i,
+            None => {
+                self.namespaces.push(NamespaceBuilder::new(name));
+                self.namespaces.len() - 1
+            }
+        };
+        &mut self.namespaces[idx]
+    }
+
+    /// Register a handler for `event` in the default namespace `/` (the seed's `On`). See
+    /// [`NamespaceBuilder::on`].
+    pub fn on<T, F, Fut, R>(self, event: &str, handler: F) -> Self
+    where
+        F: Fn(Socket, T) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = R> + Send + 'static,
+        R: IntoAck,
+        T: DeserializeOwned + Send + 'static,
+    {
+        self.namespace("/", |ns| ns.on(event, handler))
+    }
+
+    /// Declare a namespace and configure its handlers and hooks (the seed's `Namespace`).
+    /// Clients may join declared namespaces; calling this again for the same name adds to it.
+    pub fn namespace(
+        mut self,
+        name: &str,
+        configure: impl FnOnce(NamespaceBuilder) -> NamespaceBuilder,
+    ) -> Self {
+        let idx = {
+            self.ns_mut(name);
+            self.namespaces
+                .iter()
+                .position(|n| n.name == name)
+                .unwrap_or(0)
+        };
+        let ns = std::mem::replace(&mut self.namespaces[idx], NamespaceBuilder::new(name));
+        self.namespaces[idx] = configure(ns);
+        self
+    }
+
+    /// Register a type-erased handler (used by `#[ws_event]`).
+    #[doc(hidden)]
+    pub fn on_erased(
+        self,
+        namespace: &str,
+        event: &str,
+        handler: Arc<dyn ErasedHandler>,
+        location: Option<String>,
+        ack_type: Option<&'static str>,
+    ) -> Self {
+        self.namespace(namespace, |ns| {
+            ns.on_erased(event, handler, location, ack_type)
+        })
+    }
+
+    /// Let clients join namespaces that were not declared, when `allow(name)` is true. Such
+    /// namespaces have no handlers (use them for broadcasts); they are created on the first join
+    /// and removed when their last member leaves.
+    pub fn allow_namespaces(
+        mut self,
+        allow: impl Fn(&str) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.allow_namespace = Some(Arc::new(allow));
+        self
+    }
+
+    /// Run once per connection, after the upgrade and before any of its messages is handled
+    /// (the connect half of the seed's `WithHooks`). The hook can emit to the client and await
+    /// its acks, read the upgrade request with [`Socket::request`], and refuse the connection
+    /// by returning `Err(reason)`: the client is then closed with 4500 and the reason.
+    pub fn on_connect<F, Fut, R>(mut self, hook: F) -> Self
+    where
+        F: Fn(Socket) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = R> + Send + 'static,
+        R: ConnectOutcome,
+    {
+        self.on_connect = Some(hooks::connect_hook(hook));
+        self
+    }
+
+    /// Run exactly once per connection when it ends, with the reason (the close half of the
+    /// seed's `WithHooks`).
+    pub fn on_disconnect<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(Socket, DisconnectReason) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.on_disconnect = Some(hooks::disconnect_hook(hook));
+        self
+    }
+
+    /// Set the Origin policy (see [`OriginPolicy`]).
+    pub fn origins(mut self, policy: OriginPolicy) -> Self {
+        self.config.origins = policy;
+        self
+    }
+
+    /// Allow exactly these origins (the seed's `WithOrigins`). Requests without `Origin` stay
+    /// allowed (non-browser clients); use [`origins`](Self::origins) with
+    /// [`OriginPolicy::allow_missing`] to refuse them.
+    pub fn allowed_origins<I, S>(mut self, origins: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        match OriginPolicy::allow_list(origins) {
+            Ok(p) => self.config.origins = p,
+            Err(e) => self.errors.push(BuildError::InvalidOrigin(e)),
+        }
+        self
+    }
+
+    /// The upgrade path used by [`Server::serve`]. Default `/ws`.
+    pub fn path(mut self, path: &str) -> Self {
+        self.config.path = path.to_owned();
+        self
+    }
+
+    /// Read and write buffer sizes per connection (the seed's `WithBufferSize`). Default 4 KiB
+    /// and 32 KiB. The read buffer is allocated up front for every connection.
+    pub fn buffer_sizes(mut self, read: usize, write: usize) -> Self {
+        self.config.read_buffer_size = read;
+        self.config.write_buffer_size = write;
+        self
+    }
+
+    /// Read and write timeouts (the seed's `WithTimeout`). Default 30 s and 10 s.
+    pub fn timeouts(mut self, read: Duration, write: Duration) -> Self {
+        self.config.read_timeout = read;
+        self.config.write_timeout = write;
+        self
+    }
+
+    /// Close connections from which nothing arrived (data or pong) for this long. Default 30 s.
+    pub fn read_timeout(mut self, timeout: Duration) -> Self {
+        self.config.read_timeout = timeout;
+        self
+    }
+
+    /// Close connections whose writes stall for this long. Default 10 s.
+    pub fn write_timeout(mut self, timeout: Duration) -> Self {
+        self.config.write_timeout = timeout;
+        self
+    }
+
+    /// Interval of server pings (the seed's `WithPingInterval`). Default 15 s. Must be shorter
+    /// than the read timeout.
+    pub fn ping_interval(mut self, interval: Duration) -> Self {
+        self.config.ping_interval = interval;
+        self
+    }
+
+    /// Default timeout of server→client acks. Default 5 s.
+    pub fn ack_timeout(mut self, timeout: Duration) -> Self {
+        self.config.ack_timeout = timeout;
+        self
+    }
+
+    /// Time allowed for the HTTP upgrade request. Default 10 s.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.config.handshake_timeout = timeout;
+        self
+    }
+
+    /// Largest message accepted from clients (larger: close 1009). Default 64 KiB.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.config.max_message_size = bytes;
+        self
+    }
+
+    /// Outbound queue bound per connection, in messages and in bytes. Default 1024 and 4 MiB.
+    pub fn max_queued(mut self, messages: usize, bytes: usize) -> Self {
+        self.config.max_queued_messages = messages;
+        self.config.max_queued_bytes = bytes;
+        self
+    }
+
+    /// What to do when a client's outbound queue is full. Default: disconnect (4001).
+    pub fn slow_consumer(mut self, policy: SlowConsumerPolicy) -> Self {
+        self.config.slow_consumer = policy;
+        self
+    }
+
+    /// Maximum open connections; further upgrades get `503 Service Unavailable`.
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.config.max_connections = Some(max);
+        self
+    }
+
+    /// Client requests queued behind a running handler, per connection. Default 64.
+    pub fn max_pending_requests(mut self, max: usize) -> Self {
+        self.config.max_pending_requests = max;
+        self
+    }
+
+    /// Server→client acks awaiting an answer, per connection. Default 128.
+    pub fn max_pending_acks(mut self, max: usize) -> Self {
+        self.config.max_pending_acks = max;
+        self
+    }
+
+    /// Rooms per connection (all namespaces together). Default 256.
+    pub fn max_rooms_per_connection(mut self, max: usize) -> Self {
+        self.config.max_rooms_per_connection = max;
+        self
+    }
+
+    /// Namespaces per connection. Default 32.
+    pub fn max_namespaces_per_connection(mut self, max: usize) -> Self {
+        self.config.max_namespaces_per_connection = max;
+        self
+    }
+
+    /// Invalid messages tolerated per connection within `window` before closing it with 1008.
+    /// Default 20 per 10 s.
+    pub fn max_invalid_messages(mut self, max: u32, window: Duration) -> Self {
+        self.config.max_invalid_messages = max;
+        self.config.invalid_message_window = window;
+        self
+    }
+
+    /// Limit client requests per connection (token bucket). Default: unlimited.
+    pub fn rate_limit(mut self, per_second: f64, burst: f64) -> Self {
+        self.config.rate_limit = Some(RateLimit { per_second, burst });
+        self
+    }
+
+    /// How long [`Server::shutdown`] lets queued messages drain. Default 10 s.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.config.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Share application state with handlers: read it back with [`Server::state`] (one value
+    /// per type).
+    pub fn state<S: Send + Sync + 'static>(mut self, state: S) -> Self {
+        self.state.insert(TypeId::of::<S>(), Arc::new(state));
+        self
+    }
+
+    /// Serve a static file at `path` for plain `GET`/`HEAD` requests to [`Server::serve`] (for
+    /// example a web page or the browser client).
+    pub fn asset(
+        mut self,
+        path: &str,
+        content_type: &str,
+        body: impl Into<Cow<'static, [u8]>>,
+    ) -> Self {
+        self.assets.insert(
+            path.to_owned(),
+            Asset {
+                content_type: content_type.to_owned(),
+                body: body.into(),
+            },
+        );
+        self
+    }
+
+    /// Check everything and build the server.
+    ///
+    /// # Errors
+    /// An invalid namespace or event name (including reserved event names), a duplicate
+    /// handler, an unparsable origin, or an option that cannot work.
+    pub fn build(mut self) -> Result<Server, BuildError> {
+        if let Some(e) = self.errors.drain(..).next() {
+            return Err(e);
+        }
+        let c = &self.config;
+        let checks: [(bool, &'static str, &'static str); 6] = [
+            (
+                c.read_timeout.is_zero(),
+                "read_timeout",
+                "must be greater than zero",
+            ),
+            (
+                c.write_timeout.is_zero(),
+                "write_timeout",
+                "must be greater than zero",
+            ),
+            (
+                c.ping_interval.is_zero(),
+                "ping_interval",
+                "must be greater than zero",
+            ),
+            (
+                c.ping_interval >= c.read_timeout,
+                "ping_interval",
+                "must be shorter than the read timeout",
+            ),
+            (
+                c.read_buffer_size == 0 || c.max_message_size == 0,
+                "buffer_sizes",
+                "must be greater than zero",
+            ),
+            (
+                c.max_queued_messages == 0 || c.max_queued_bytes == 0,
+                "max_queued",
+                "must be greater than zero",
+            ),
+        ];
+        if let Some((_, option, reason)) = checks.iter().find(|(bad, _, _)| *bad) {
+            return Err(BuildError::InvalidOption { option, reason });
+        }
+        if !c.path.starts_with('/') {
+            return Err(BuildError::InvalidOption {
+                option: "path",
+                reason: "must start with `/`",
+            });
+        }
+
+        let mut namespaces = HashMap::new();
+        for nsb in self.namespaces {
+            names::validate_namespace(&nsb.name)
+                .map_err(|e| BuildError::name("namespace", &nsb.name, e))?;
+            let mut handlers: HashMap<Box<str>, HandlerEntry> = HashMap::new();
+            for (event, entry) in nsb.handlers {
+                names::validate_event(&event).map_err(|e| BuildError::name("event", &event, e))?;
+                if let Some(first) = handlers.get(event.as_str()) {
+                    return Err(BuildError::DuplicateHandler {
+                        namespace: nsb.name.clone(),
+                        event,
+                        first: first.location.clone(),
+                        second: entry.location,
+                    });
+                }
+                handlers.insert(event.into_boxed_str(), entry);
+            }
+            let name: Arc<str> = Arc::from(nsb.name.as_str());
+            namespaces.insert(
+                name.clone(),
+                Arc::new(Namespace::new(
+                    name,
+                    true,
+                    handlers,
+                    nsb.on_connect,
+                    nsb.on_disconnect,
+                )),
+            );
+        }
+
+        let (shutdown, _) = watch::channel(false);
+        Ok(Server {
+            inner: Arc::new(Inner {
+                config: self.config,
+                namespaces: RwLock::new(namespaces),
+                allow_namespace: self.allow_namespace,
+                on_connect: self.on_connect,
+                on_disconnect: self.on_disconnect,
+                connections: Mutex::new(HashMap::new()),
+                counters: Counters::default(),
+                ids: IdGenerator::new(),
+                state: self.state,
+                assets: self.assets,
+                shutdown,
+                all_closed: Notify::new(),
+            }),
+        })
+    }
+}

@@ -1,0 +1,404 @@
+//! The server: configuration, registry of namespaces and connections, broadcast and serving.
+
+mod broadcast;
+mod builder;
+mod serve;
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use tokio::sync::{Notify, watch};
+
+pub(crate) use broadcast::encode_event as broadcast_encode_event;
+pub use broadcast::{Broadcast, Delivery};
+pub use builder::{NamespaceBuilder, ServerBuilder};
+
+use crate::config::Config;
+use crate::conn::{ConnShared, JoinError};
+use crate::hooks::{ConnectHook, DisconnectHook};
+use crate::id::IdGenerator;
+use crate::registry::{Namespace, NamespaceInfo};
+use crate::stats::{Counters, Stats};
+use crate::sync::lock;
+use crate::{Socket, SocketId};
+
+/// A static file served by [`Server::serve`] for plain `GET` requests.
+#[derive(Debug, Clone)]
+pub(crate) struct Asset {
+    pub(crate) content_type: String,
+    pub(crate) body: std::borrow::Cow<'static, [u8]>,
+}
+
+type NamespaceFilter = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+pub(crate) struct Inner {
+    pub(crate) config: Config,
+    namespaces: RwLock<HashMap<Arc<str>, Arc<Namespace>>>,
+    allow_namespace: Option<NamespaceFilter>,
+    pub(crate) on_connect: Option<ConnectHook>,
+    pub(crate) on_disconnect: Option<DisconnectHook>,
+    connections: Mutex<HashMap<SocketId, Arc<ConnShared>>>,
+    pub(crate) counters: Counters,
+    ids: IdGenerator,
+    state: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
+    pub(crate) assets: HashMap<String, Asset>,
+    shutdown: watch::Sender<bool>,
+    all_closed: Notify,
+}
+
+/// A wsu server: a cheap, cloneable handle (an `Arc`) shared by the accept loop, every connection
+/// and your code.
+///
+/// Build one with [`Server::builder`], run it with [`Server::serve`] (or mount it on axum with
+/// the `axum` feature), broadcast with [`emit`](Server::emit), [`to`](Server::to) and
+/// [`of`](Server::of), and stop it with [`shutdown`](Server::shutdown).
+///
+/// ```no_run
+/// use wsu::{Json, Server, Socket};
+///
+/// #[derive(serde::Deserialize, serde::Serialize)]
+/// struct Chat { user: String, message: String }
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = Server::builder()
+///     .on("chat", |socket: Socket, msg: Chat| async move {
+///         socket.broadcast().emit("chat", &msg)?;
+///         Ok::<_, wsu::SendError>(Json(serde_json::json!({ "status": "ok" })))
+///     })
+///     .build()?;
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+/// server.serve(listener).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Server {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("connections", &self.inner.counters.connections)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Start building a server (the seed's `NewServer`).
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::new()
+    }
+
+    /// The effective configuration.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// Broadcast `event` to every member of the default namespace `/` (the seed's `Emit`).
+    ///
+    /// The message is serialized once and queued to each member without waiting; see
+    /// [`Broadcast::emit`].
+    pub fn emit<T: serde::Serialize + ?Sized>(
+        &self,
+        event: &str,
+        data: &T,
+    ) -> Result<Delivery, crate::SendError> {
+        self.of("/").emit(event, data)
+    }
+
+    /// A broadcast to the members of a namespace (the seed's `Namespace(name).Emit...`).
+    pub fn of(&self, namespace: &str) -> Broadcast {
+        Broadcast::new(self.clone(), namespace)
+    }
+
+    /// A broadcast to a room of the default namespace (the seed's `EmitToRoom`).
+    pub fn to(&self, room: &str) -> Broadcast {
+        self.of("/").to(room)
+    }
+
+    /// A broadcast to the default namespace except one connection (the seed's `EmitExcept`).
+    pub fn except(&self, id: SocketId) -> Broadcast {
+        self.of("/").except(id)
+    }
+
+    /// The handle on an open connection, scoped to the default namespace.
+    pub fn socket(&self, id: SocketId) -> Option<Socket> {
+        let conn = lock(&self.inner.connections).get(&id).cloned()?;
+        Some(Socket::new(self.clone(), conn, Arc::from("/")))
+    }
+
+    /// Ids of the open connections.
+    pub fn sockets(&self) -> Vec<SocketId> {
+        lock(&self.inner.connections).keys().copied().collect()
+    }
+
+    /// Members of a room of a namespace.
+    pub fn room_members(&self, namespace: &str, room: &str) -> Vec<SocketId> {
+        self.lookup_namespace(namespace)
+            .map(|ns| ns.room_members(room))
+            .unwrap_or_default()
+    }
+
+    /// Rooms that currently have members in a namespace.
+    pub fn rooms(&self, namespace: &str) -> Vec<String> {
+        self.lookup_namespace(namespace)
+            .map(|ns| ns.room_names())
+            .unwrap_or_default()
+    }
+
+    /// Shared application state registered with [`ServerBuilder::state`].
+    pub fn state<S: Send + Sync + 'static>(&self) -> Option<Arc<S>> {
+        self.inner
+            .state
+            .get(&TypeId::of::<S>())
+            .cloned()
+            .and_then(|s| s.downcast::<S>().ok())
+    }
+
+    /// Every registered event handler with its namespace, name, payload and ack types and
+    /// registration site, sorted by namespace then event.
+    pub fn events(&self) -> Vec<NamespaceInfo> {
+        let map = self
+            .inner
+            .namespaces
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut out: Vec<NamespaceInfo> = map
+            .values()
+            .flat_map(|ns| {
+                ns.handlers.iter().map(|(event, h)| NamespaceInfo {
+                    namespace: ns.name.to_string(),
+                    event: event.to_string(),
+                    payload_type: h.handler.payload_type(),
+                    ack_type: h.ack_type,
+                    location: h.location.clone(),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.namespace, &a.event).cmp(&(&b.namespace, &b.event)));
+        out
+    }
+
+    /// A snapshot of the counters and gauges.
+    pub fn stats(&self) -> Stats {
+        let (rooms, dynamic) = {
+            let map = self
+                .inner
+                .namespaces
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            (
+                map.values().map(|ns| ns.room_count()).sum(),
+                map.values().filter(|ns| !ns.declared).count(),
+            )
+        };
+        let (queued, acks) = {
+            let conns = lock(&self.inner.connections);
+            (
+                conns.values().map(|c| c.queued_bytes()).sum(),
+                conns.values().map(|c| c.pending_acks()).sum(),
+            )
+        };
+        let mut s = self.inner.counters.snapshot(rooms);
+        s.dynamic_namespaces = dynamic;
+        s.queued_bytes = queued;
+        s.pending_acks = acks;
+        s
+    }
+
+    /// Whether [`shutdown`](Server::shutdown) was called.
+    pub fn is_shutting_down(&self) -> bool {
+        *self.inner.shutdown.borrow()
+    }
+
+    /// Gracefully stop: stop accepting, send every client what is already queued (until the
+    /// configured shutdown timeout), close each connection with 1001, run every disconnect hook
+    /// once, then return. [`serve`](Server::serve) returns after this completes. Calling it again
+    /// waits for the same shutdown.
+    pub async fn shutdown(&self) {
+        let deadline = tokio::time::Instant::now() + self.inner.config.shutdown_timeout;
+        self.inner.shutdown.send_replace(true);
+        let conns: Vec<Arc<ConnShared>> = lock(&self.inner.connections).values().cloned().collect();
+        for c in conns {
+            c.request_close(crate::conn::CloseRequest {
+                code: crate::CloseCode::GOING_AWAY,
+                reason: "server shutting down".to_owned(),
+                drain_until: Some(deadline),
+            });
+        }
+        loop {
+            let notified = self.inner.all_closed.notified();
+            if self
+                .inner
+                .counters
+                .connections
+                .load(std::sync::atomic::Ordering::Acquire)
+                == 0
+            {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                // Drain deadline passed: close what is left without draining.
+                let conns: Vec<Arc<ConnShared>> =
+                    lock(&self.inner.connections).values().cloned().collect();
+                for c in conns {
+                    c.request_close(crate::conn::CloseRequest {
+                        code: crate::CloseCode::GOING_AWAY,
+                        reason: "server shutting down".to_owned(),
+                        drain_until: None,
+                    });
+                }
+                let notified = self.inner.all_closed.notified();
+                if self
+                    .inner
+                    .counters
+                    .connections
+                    .load(std::sync::atomic::Ordering::Acquire)
+                    == 0
+                {
+                    break;
+                }
+                notified.await;
+            }
+        }
+    }
+
+    // ---- crate-internal registry operations -------------------------------------------------
+
+    pub(crate) fn lookup_namespace(&self, name: &str) -> Option<Arc<Namespace>> {
+        self.inner
+            .namespaces
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .cloned()
+    }
+
+    /// The namespace a connection may join: declared, or allowed by the filter (created now).
+    pub(crate) fn namespace_for_join(&self, name: &str) -> Option<Arc<Namespace>> {
+        if let Some(ns) = self.lookup_namespace(name) {
+            return Some(ns);
+        }
+        let filter = self.inner.allow_namespace.as_ref()?;
+        if !filter(name) {
+            return None;
+        }
+        let mut map = self
+            .inner
+            .namespaces
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let ns = map
+            .entry(Arc::from(name))
+            .or_insert_with(|| {
+                Arc::new(Namespace::new(
+                    Arc::from(name),
+                    false,
+                    HashMap::new(),
+                    None,
+                    None,
+                ))
+            })
+            .clone();
+        Some(ns)
+    }
+
+    /// Remove a dynamic namespace that became empty.
+    pub(crate) fn release_namespace(&self, ns: &Arc<Namespace>) {
+        if ns.declared || ns.member_count() > 0 {
+            return;
+        }
+        let mut map = self
+            .inner
+            .namespaces
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(current) = map.get(&ns.name) {
+            if Arc::ptr_eq(current, ns) && ns.mark_removed_if_empty() {
+                map.remove(&ns.name);
+            }
+        }
+    }
+
+    /// Join `conn` to a namespace (and optionally a room), retrying if a dynamic namespace was
+    /// removed concurrently. Returns the namespace and whether the namespace membership is new.
+    pub(crate) fn join(
+        &self,
+        conn: &Arc<ConnShared>,
+        ns_name: &str,
+        room: Option<&str>,
+    ) -> Result<(Arc<Namespace>, bool), crate::JoinError> {
+        for _ in 0..4 {
+            let ns = self
+                .namespace_for_join(ns_name)
+                .ok_or(crate::JoinError::UnknownNamespace)?;
+            let r = match room {
+                Some(room) => conn
+                    .join_room(&ns, room, &self.inner.config)
+                    .map(|(n, _)| n),
+                None => conn.join_namespace(&ns, &self.inner.config),
+            };
+            match r {
+                Ok(new) => return Ok((ns, new)),
+                Err(JoinError::Removed) => continue,
+                Err(JoinError::Closed) => return Err(crate::JoinError::Closed),
+                Err(JoinError::TooManyNamespaces) => {
+                    return Err(crate::JoinError::TooManyNamespaces);
+                }
+                Err(JoinError::TooManyRooms) => return Err(crate::JoinError::TooManyRooms),
+            }
+        }
+        Err(crate::JoinError::UnknownNamespace)
+    }
+
+    pub(crate) fn next_id(&self) -> SocketId {
+        self.inner.ids.next()
+    }
+
+    /// Reserve a connection slot; false when at capacity or shutting down.
+    pub(crate) fn reserve_slot(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        if self.is_shutting_down() {
+            return false;
+        }
+        let prev = self
+            .inner
+            .counters
+            .connections
+            .fetch_add(1, Ordering::AcqRel);
+        if let Some(max) = self.inner.config.max_connections {
+            if prev >= max {
+                self.release_slot();
+                return false;
+            }
+        }
+        true
+    }
+
+    pub(crate) fn release_slot(&self) {
+        use std::sync::atomic::Ordering;
+        if self
+            .inner
+            .counters
+            .connections
+            .fetch_sub(1, Ordering::AcqRel)
+            == 1
+        {
+            self.inner.all_closed.notify_waiters();
+        }
+    }
+
+    pub(crate) fn register_connection(&self, conn: &Arc<ConnShared>) {
+        lock(&self.inner.connections).insert(conn.id, conn.clone());
+        crate::stats::Counters::inc(&self.inner.counters.connections_total);
+    }
+
+    pub(crate) fn unregister_connection(&self, id: SocketId) {
+        lock(&self.inner.connections).remove(&id);
+    }
+
+    pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.inner.shutdown.subscribe()
+    }
+}

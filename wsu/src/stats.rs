@@ -1,0 +1,94 @@
+//! Counters and gauges readable from the server handle.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+
+use crate::CloseCode;
+use crate::sync::lock;
+
+/// A snapshot of a server's counters and gauges, from [`Server::stats`](crate::Server::stats).
+///
+/// Counters only grow; gauges go up and down and return to their baseline when clients leave.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Gauge: open connections (after the upgrade, until the disconnect hook has run).
+    pub connections: usize,
+    /// Gauge: namespaces created on demand (through `allow_namespaces`) that currently exist.
+    pub dynamic_namespaces: usize,
+    /// Gauge: rooms that currently have members, over all namespaces.
+    pub rooms: usize,
+    /// Gauge: server→client acks waiting for an answer.
+    pub pending_acks: usize,
+    /// Gauge: bytes queued for sending over all connections (not yet handed to the socket).
+    pub queued_bytes: usize,
+    /// Counter: connections accepted (upgraded) since start.
+    pub connections_total: u64,
+    /// Counter: HTTP requests refused before the upgrade (bad request, origin, capacity, timeout).
+    pub handshakes_refused: u64,
+    /// Counter: messages received from clients (data frames).
+    pub messages_in: u64,
+    /// Counter: messages written to clients (data frames).
+    pub messages_out: u64,
+    /// Counter: messages dropped because a client's outbound queue was full.
+    pub messages_dropped: u64,
+    /// Counter: invalid client messages (malformed, wrong types, unknown type, bad names...).
+    pub protocol_errors: u64,
+    /// Counter: server→client acks that timed out.
+    pub ack_timeouts: u64,
+    /// Counter: acks from clients with an unknown, late or duplicate id (ignored).
+    pub unknown_acks: u64,
+    /// Counter: handler or hook panics that were contained.
+    pub handler_panics: u64,
+    /// Counter: closed connections by close code (1006 when the peer dropped without a close frame).
+    pub closes: BTreeMap<u16, u64>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) connections: AtomicUsize,
+    pub(crate) dynamic_namespaces: AtomicUsize,
+    pub(crate) pending_acks: AtomicUsize,
+    pub(crate) queued_bytes: AtomicUsize,
+    pub(crate) connections_total: AtomicU64,
+    pub(crate) handshakes_refused: AtomicU64,
+    pub(crate) messages_in: AtomicU64,
+    pub(crate) messages_out: AtomicU64,
+    pub(crate) messages_dropped: AtomicU64,
+    pub(crate) protocol_errors: AtomicU64,
+    pub(crate) ack_timeouts: AtomicU64,
+    pub(crate) unknown_acks: AtomicU64,
+    pub(crate) handler_panics: AtomicU64,
+    closes: Mutex<BTreeMap<u16, u64>>,
+}
+
+impl Counters {
+    pub(crate) fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn record_close(&self, code: CloseCode) {
+        *lock(&self.closes).entry(code.as_u16()).or_insert(0) += 1;
+    }
+
+    pub(crate) fn snapshot(&self, rooms: usize) -> Stats {
+        Stats {
+            connections: self.connections.load(Relaxed),
+            dynamic_namespaces: self.dynamic_namespaces.load(Relaxed),
+            rooms,
+            pending_acks: self.pending_acks.load(Relaxed),
+            queued_bytes: self.queued_bytes.load(Relaxed),
+            connections_total: self.connections_total.load(Relaxed),
+            handshakes_refused: self.handshakes_refused.load(Relaxed),
+            messages_in: self.messages_in.load(Relaxed),
+            messages_out: self.messages_out.load(Relaxed),
+            messages_dropped: self.messages_dropped.load(Relaxed),
+            protocol_errors: self.protocol_errors.load(Relaxed),
+            ack_timeouts: self.ack_timeouts.load(Relaxed),
+            unknown_acks: self.unknown_acks.load(Relaxed),
+            handler_panics: self.handler_panics.load(Relaxed),
+            closes: lock(&self.closes).clone(),
+        }
+    }
+}
