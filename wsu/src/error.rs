@@ -30,6 +30,29 @@ pub enum BuildError {
     },
     /// An origin in the allow-list could not be parsed.
     InvalidOrigin(crate::InvalidOrigin),
+    /// [`ServerBuilder::handler`](crate::ServerBuilder::handler) was given a function that is not
+    /// annotated with `#[ws_event]`, `#[ws_connect]` or `#[ws_disconnect]`.
+    NotRegistered {
+        /// The function's type name.
+        name: String,
+    },
+    /// A handler takes `State<T>` but no `T` was registered with
+    /// [`ServerBuilder::state`](crate::ServerBuilder::state).
+    MissingState {
+        /// The handler.
+        handler: String,
+        /// The state type.
+        state: String,
+    },
+    /// Two connect (or disconnect) hooks for the same namespace.
+    DuplicateHook {
+        /// The namespace.
+        namespace: String,
+        /// `connect` or `disconnect`.
+        hook: &'static str,
+        /// Where the second one was registered.
+        location: String,
+    },
     /// An option has a value that cannot work (for example a zero timeout).
     InvalidOption {
         /// The option.
@@ -71,6 +94,16 @@ impl fmt::Display for BuildError {
                 Ok(())
             }
             BuildError::InvalidOrigin(e) => write!(f, "{e}"),
+            BuildError::NotRegistered { name } => {
+                write!(f, "`{name}` is not a #[ws_event], #[ws_connect] or #[ws_disconnect] function")
+            }
+            BuildError::MissingState { handler, state } => write!(
+                f,
+                "handler `{handler}` takes `State<{state}>` but no `{state}` was registered with `ServerBuilder::state`"
+            ),
+            BuildError::DuplicateHook { namespace, hook, location } => {
+                write!(f, "a second {hook} hook for namespace `{namespace}` at {location}")
+            }
             BuildError::InvalidOption { option, reason } => {
                 write!(f, "invalid option `{option}`: {reason}")
             }

@@ -45,6 +45,7 @@
 //! - A handler panic becomes an `error` answer; the connection and the server keep working.
 
 #![doc(html_root_url = "https://docs.rs/wsu/0.1.0")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[allow(unused_extern_crates)]
 extern crate self as wsu;
@@ -52,11 +53,13 @@ extern crate self as wsu;
 mod config;
 mod conn;
 mod error;
+mod extract;
 mod handler;
 mod hooks;
 mod http;
 mod id;
 mod protocol;
+mod registration;
 pub(crate) mod registry;
 mod server;
 mod socket;
@@ -65,6 +68,13 @@ pub(crate) mod sync;
 
 pub use config::{Config, RateLimit, SlowConsumerPolicy};
 pub use error::{AckError, BuildError, JoinError, SendError};
+pub use extract::{FromSocket, State};
+#[doc = include_str!("docs/ws_connect.md")]
+pub use wsu_macros::ws_connect;
+#[doc = include_str!("docs/ws_disconnect.md")]
+pub use wsu_macros::ws_disconnect;
+#[doc = include_str!("docs/ws_event.md")]
+pub use wsu_macros::ws_event;
 pub use handler::{Handler, HandlerError, IntoAck, IntoErrorBody, Json};
 pub use hooks::{ConnectOutcome, DisconnectReason};
 pub use http::{InvalidOrigin, OriginPolicy};
@@ -74,6 +84,10 @@ pub use registry::NamespaceInfo;
 pub use server::{Broadcast, Delivery, NamespaceBuilder, Server, ServerBuilder};
 pub use socket::Socket;
 pub use stats::Stats;
+
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub mod axum;
 
 /// Re-exports of the HTTP types used in the API ([`Socket::request`]).
 pub mod http_types {
@@ -87,6 +101,10 @@ pub mod __private {
     pub use serde;
     pub use serde_json;
 
-    pub use crate::handler::{ErasedHandler, Reply, TypedHandler, decode_payload};
+    pub use serde_json::value::RawValue;
+
+    pub use crate::handler::{ErasedHandler, IntoAck, Reply, TypedHandler, decode_payload};
+    pub use crate::hooks::ConnectOutcome;
+    pub use crate::registration::*;
     pub use crate::sync::BoxFuture;
 }

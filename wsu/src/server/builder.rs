@@ -154,6 +154,8 @@ pub struct ServerBuilder {
     state: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
     assets: HashMap<String, Asset>,
     errors: Vec<BuildError>,
+    collect_registered: bool,
+    explicit: Vec<(TypeId, &'static str)>,
 }
 
 impl Default for ServerBuilder {
@@ -174,7 +176,108 @@ impl ServerBuilder {
             state: HashMap::new(),
             assets: HashMap::new(),
             errors: Vec::new(),
+            collect_registered: true,
+            explicit: Vec::new(),
         }
+    }
+
+    /// Whether [`build`](Self::build) includes every `#[ws_event]`, `#[ws_connect]` and
+    /// `#[ws_disconnect]` function linked into the program (default `true`). Turn it off to
+    /// build a server from chosen functions only, with [`handler`](Self::handler) (tests,
+    /// libraries, several servers in one process).
+    ///
+    /// Functions in a crate that the final binary never references are not linked, and so not
+    /// registered: reference such a crate with `use handlers_crate as _;`.
+    pub fn collect_registered(mut self, collect: bool) -> Self {
+        self.collect_registered = collect;
+        self
+    }
+
+    /// Register one `#[ws_event]`, `#[ws_connect]` or `#[ws_disconnect]` function explicitly,
+    /// by naming it. Registering a function that is also collected automatically is not a
+    /// duplicate.
+    ///
+    /// ```standalone_crate
+    /// use wsu::{Server, ws_event};
+    ///
+    /// #[ws_event(name = "echo")]
+    /// async fn echo(text: String) -> String {
+    ///     text
+    /// }
+    ///
+    /// let server = Server::builder().collect_registered(false).handler(echo).build().unwrap();
+    /// assert_eq!(server.events()[0].event, "echo");
+    /// ```
+    ///
+    /// # Errors
+    /// [`build`](Self::build) fails with [`BuildError::NotRegistered`] if `f` is not an
+    /// annotated function.
+    pub fn handler<F: 'static>(mut self, f: F) -> Self {
+        self.explicit.push((crate::registration::type_id_of(&f), std::any::type_name::<F>()));
+        self
+    }
+
+    /// Apply the registrations chosen for this server.
+    fn apply_registrations(&mut self) -> Result<(), BuildError> {
+        use crate::registration::{self, Kind, Registration};
+        let all: Vec<&'static Registration> = registration::all().collect();
+        let mut chosen: Vec<&'static Registration> = if self.collect_registered { all.clone() } else { Vec::new() };
+        for (id, name) in std::mem::take(&mut self.explicit) {
+            let found: Vec<&'static Registration> = all.iter().copied().filter(|r| (r.fn_type)() == id).collect();
+            if found.is_empty() {
+                return Err(BuildError::NotRegistered { name: name.to_owned() });
+            }
+            for r in found {
+                if !chosen.iter().any(|c| std::ptr::eq(*c, r)) {
+                    chosen.push(r);
+                }
+            }
+        }
+        // Deterministic order: by source location.
+        chosen.sort_by(|a, b| (a.file, a.line).cmp(&(b.file, b.line)));
+        for r in chosen {
+            for state in r.states {
+                let (id, state_name) = state();
+                if !self.state.contains_key(&id) {
+                    return Err(BuildError::MissingState {
+                        handler: (r.fn_name)().to_owned(),
+                        state: state_name.to_owned(),
+                    });
+                }
+            }
+            let location = r.location();
+            let ns = self.ns_mut(r.namespace);
+            match r.kind {
+                Kind::Event { event, call, payload_type, ack_type } => {
+                    let handler = Arc::new(registration::FnHandler { call, payload_type });
+                    ns.handlers.push((
+                        event.to_owned(),
+                        HandlerEntry { handler, location: Some(location), ack_type: Some(ack_type()) },
+                    ));
+                }
+                Kind::Connect(call) => {
+                    if ns.on_connect.is_some() {
+                        return Err(BuildError::DuplicateHook {
+                            namespace: r.namespace.to_owned(),
+                            hook: "connect",
+                            location,
+                        });
+                    }
+                    ns.on_connect = Some(Arc::new(call));
+                }
+                Kind::Disconnect(call) => {
+                    if ns.on_disconnect.is_some() {
+                        return Err(BuildError::DuplicateHook {
+                            namespace: r.namespace.to_owned(),
+                            hook: "disconnect",
+                            location,
+                        });
+                    }
+                    ns.on_disconnect = Some(Arc::new(call));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn ns_mut(&mut self, name: &str) -> &mut NamespaceBuilder {
@@ -446,6 +549,7 @@ impl ServerBuilder {
         if let Some(e) = self.errors.drain(..).next() {
             return Err(e);
         }
+        self.apply_registrations()?;
         let c = &self.config;
         let checks: [(bool, &'static str, &'static str); 6] = [
             (
