@@ -1,13 +1,14 @@
-//! The wsu example chat server: the seed example's `chat` event on `/ws`, and a web page at `/`.
+//! The wsu example chat server: the seed example's `chat` event, written with `#[ws_event]`, its
+//! WebSocket endpoint at `/ws` and a web page at `/`.
 //!
 //! Run it with `cargo run -p chat`, then open http://127.0.0.1:8080.
 //! Environment: `WSU_ADDR` (default `127.0.0.1:8080`), `WSU_ORIGINS` (comma-separated allowed
-//! origins; default: same origin only).
+//! origins; default: same origin only, plus clients that send no `Origin`).
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use wsu::{HandlerError, Json, Server, Socket};
+use wsu::{SendError, Server, Socket, ws_event};
 
 /// The seed example's chat payload.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -22,30 +23,17 @@ struct Status {
     status: &'static str,
 }
 
-/// The seed's `chat` handler: decode, broadcast to everyone else in `/`, ack `{"status":"ok"}`.
-async fn chat(
-    socket: Socket,
-    data: Box<serde_json::value::RawValue>,
-) -> Result<Json<Status>, HandlerError> {
-    let msg: ChatMessage = match serde_json::from_str(data.get()) {
-        Ok(m) => m,
-        Err(e) => {
-            // The seed example's application-level `error` event, kept for seed clients.
-            let _ = socket.emit("error", &serde_json::json!({ "error": "invalid payload" }));
-            return Err(HandlerError::new(format!("invalid payload: {e}")));
-        }
-    };
-    socket
-        .broadcast()
-        .emit("chat", &msg)
-        .map_err(|e| HandlerError::new(e.to_string()))?;
-    Ok(Json(Status { status: "ok" }))
+/// The seed's `chat` handler: broadcast to everyone else in `/`, ack `{"status":"ok"}`.
+/// A payload that does not decode is answered with an `error` (by wsu, before this runs).
+#[ws_event(namespace = "/", name = "chat")]
+async fn chat(socket: Socket, msg: ChatMessage) -> Result<Status, SendError> {
+    socket.broadcast().emit("chat", &msg)?;
+    Ok(Status { status: "ok" })
 }
 
 fn build(origins: Option<String>) -> Result<Server, wsu::BuildError> {
     let mut builder = Server::builder()
         .ping_interval(Duration::from_secs(2))
-        .on("chat", chat)
         .asset(
             "/",
             "text/html; charset=utf-8",
@@ -62,7 +50,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = std::env::var("WSU_ADDR").unwrap_or_else(|_| "127.0.0.1:8080".to_owned());
     let server = build(std::env::var("WSU_ORIGINS").ok())?;
     let listener = tokio::net::TcpListener::bind(&addr).await?;
-    println!("wsu chat listening on http://{addr} (WebSocket at ws://{addr}/ws)");
+    println!("wsu chat listening on http://{addr} (WebSocket endpoint ws://{addr}/ws)");
     let stopper = server.clone();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {

@@ -26,6 +26,13 @@ pub(crate) struct Request {
     data: Option<Box<RawValue>>,
 }
 
+/// An entry of the per-connection queue: a request waiting for its turn, or an answer that must
+/// not overtake the answers of earlier requests.
+pub(crate) enum Pending {
+    Request(Request),
+    Reply(Utf8Bytes),
+}
+
 /// What the running request is, to shape its answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -147,6 +154,17 @@ where
         }
     }
 
+    /// Send an answer in arrival order: now if nothing is running or waiting, else behind what
+    /// is (when the queue is full, now).
+    async fn answer(&mut self, frame: Utf8Bytes) -> Result<(), Exit> {
+        let busy = self.running.is_some() || !self.queue.is_empty();
+        if busy && self.queue.len() < self.server.inner.config.max_pending_requests {
+            self.queue.push_back(Pending::Reply(frame));
+            return Ok(());
+        }
+        self.reply(frame).await
+    }
+
     /// Answer an invalid message with an error and count it.
     async fn reject(
         &mut self,
@@ -156,7 +174,7 @@ where
         error: &str,
     ) -> Result<(), Exit> {
         let frame = error_frame(namespace, event, ack_id, error, None);
-        self.reply(frame).await?;
+        self.answer(frame).await?;
         self.invalid()
     }
 
@@ -224,7 +242,7 @@ where
                 let mut m = Outgoing::<RawValue>::new(MessageType::Pong);
                 m.namespace = Some(&msg.namespace);
                 let frame = encode(&m);
-                self.reply(frame).await
+                self.answer(frame).await
             }
             MessageType::Pong | MessageType::Error => Ok(()),
             MessageType::Ack => {
@@ -312,17 +330,18 @@ where
             return self.start(request).await;
         }
         if self.queue.len() >= self.server.inner.config.max_pending_requests {
-            let ns = request.namespace.clone();
-            return self
-                .reject(
-                    &ns,
-                    request.event.as_deref(),
-                    request.ack_id.as_deref(),
-                    "too many pending requests",
-                )
-                .await;
+            // Answered at once: the queue has no room for the answer either.
+            let frame = error_frame(
+                &request.namespace,
+                request.event.as_deref(),
+                request.ack_id.as_deref(),
+                "too many pending requests",
+                None,
+            );
+            self.reply(frame).await?;
+            return self.invalid();
         }
-        self.queue.push_back(request);
+        self.queue.push_back(Pending::Request(request));
         Ok(())
     }
 
@@ -341,16 +360,32 @@ where
     /// Start queued requests until one keeps running.
     async fn start_queued(&mut self) -> Result<(), Exit> {
         while self.running.is_none() {
-            let Some(request) = self.queue.pop_front() else {
-                break;
-            };
-            self.start(request).await?;
+            match self.queue.pop_front() {
+                Some(Pending::Request(request)) => self.start(request).await?,
+                Some(Pending::Reply(frame)) => self.reply(frame).await?,
+                None => break,
+            }
         }
         Ok(())
     }
 
-    /// The connect hooks, then membership of `/`: the first thing a connection runs.
-    pub(crate) fn connect_phase(&self) -> Running {
+    /// The connect hooks, then membership of `/`: the first thing a connection runs. Without
+    /// hooks this completes at once (None); otherwise it runs before any request.
+    pub(crate) fn connect_phase(&self) -> Result<Option<Running>, Exit> {
+        let root_hook = self
+            .server
+            .lookup_namespace("/")
+            .is_some_and(|ns| ns.on_connect.is_some());
+        if self.server.inner.on_connect.is_none() && !root_hook {
+            return match self.server.join(&self.conn, "/", None) {
+                Ok(_) => Ok(None),
+                Err(e) => Err(Exit::close(CloseCode::REFUSED, e.to_string())),
+            };
+        }
+        Ok(Some(self.connect_hooks()))
+    }
+
+    fn connect_hooks(&self) -> Running {
         let server = self.server.clone();
         let conn = self.conn.clone();
         let fut = async move {

@@ -21,7 +21,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsClos
 use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message, Utf8Bytes};
 use tracing::Instrument;
 
-use super::dispatch::{Request, Running};
+use super::dispatch::{Pending, Running};
 use super::{CloseRequest, ConnShared, Membership};
 use crate::hooks::DisconnectReason;
 use crate::stats::Counters;
@@ -62,7 +62,7 @@ pub(crate) struct Conn<S> {
     ws: WebSocketStream<S>,
     rx: mpsc::Receiver<Utf8Bytes>,
     pub(crate) running: Option<Running>,
-    pub(crate) queue: VecDeque<Request>,
+    pub(crate) queue: VecDeque<Pending>,
     pub(crate) last_seen: Instant,
     dirty: bool,
     written: u64,
@@ -132,7 +132,10 @@ where
     async fn run_loop(&mut self) -> Exit {
         let cfg = &self.server.inner.config;
         let (ping_every, read_timeout) = (cfg.ping_interval, cfg.read_timeout);
-        self.running = Some(self.connect_phase());
+        match self.connect_phase() {
+            Ok(running) => self.running = running,
+            Err(exit) => return exit,
+        }
         let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let read_deadline = tokio::time::sleep_until(self.last_seen + read_timeout);
