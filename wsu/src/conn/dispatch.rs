@@ -1,7 +1,10 @@
 //! What a connection does with each client message: protocol-level answers at once (`ping`,
 //! `ack`, invalid input), requests (`event`, `join`, `leave`) one at a time in arrival order.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 
 use serde_json::value::RawValue;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -13,7 +16,7 @@ use crate::handler::{HandlerError, Reply};
 use crate::protocol::envelope::{DecodeError, Outgoing, decode};
 use crate::protocol::{MessageType, names};
 use crate::stats::Counters;
-use crate::sync::BoxFuture;
+use crate::sync::{BoxFuture, CatchUnwind};
 use crate::{CloseCode, DisconnectReason, JoinError, Socket};
 
 /// A client request waiting for its turn (owned copies of what the frame said).
@@ -346,13 +349,25 @@ where
     }
 
     /// Start a request: answer at once or leave it running.
+    ///
+    /// A started handler is polled once at once (with the task's waker): most complete
+    /// without waiting, and their answer then joins the current batch of writes.
     async fn start(&mut self, request: Request) -> Result<(), Exit> {
         match self.begin(request) {
             Started::Done(Some(frame)) => self.reply(frame).await,
             Started::Done(None) => Ok(()),
-            Started::Running(r) => {
-                self.running = Some(r);
-                Ok(())
+            Started::Running(mut r) => {
+                let polled = std::future::poll_fn(|cx| {
+                    Poll::Ready(Pin::new(&mut CatchUnwind::new(&mut r.fut)).poll(cx))
+                })
+                .await;
+                match polled {
+                    Poll::Ready(out) => self.answer_finished(r.finish(out)).await,
+                    Poll::Pending => {
+                        self.running = Some(r);
+                        Ok(())
+                    }
+                }
             }
         }
     }
@@ -537,7 +552,13 @@ where
     }
 
     /// The running request finished (or panicked): answer it and start the next.
-    pub(crate) async fn on_finished(
+    pub(crate) async fn on_finished(&mut self, finished: Finished) -> Result<(), Exit> {
+        self.answer_finished(finished).await?;
+        self.start_queued().await
+    }
+
+    /// Send the answer of a finished request.
+    async fn answer_finished(
         &mut self,
         (kind, namespace, event, ack_id, out): Finished,
     ) -> Result<(), Exit> {
@@ -577,7 +598,7 @@ where
                 self.reply(frame).await?;
             }
         }
-        self.start_queued().await
+        Ok(())
     }
 }
 

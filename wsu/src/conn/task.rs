@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -147,7 +147,7 @@ where
                     Some(req) => Err(Exit::Close(req)),
                     None => Ok(()),
                 },
-                msg = self.ws.next() => self.on_message(msg).await,
+                msg = self.ws.next() => self.on_messages(msg).await,
                 out = poll_running(&mut self.running), if self.running.is_some() => {
                     match self.running.take() {
                         Some(r) => self.on_finished(r.finish(out)).await,
@@ -178,6 +178,19 @@ where
                 }
             }
         }
+    }
+
+    /// Handle one item from the socket, then those already buffered (up to a batch), so that
+    /// pipelined requests share one flush.
+    async fn on_messages(&mut self, first: Option<Result<Message, WsError>>) -> Result<(), Exit> {
+        self.on_message(first).await?;
+        for _ in 1..MAX_BATCH {
+            match self.ws.next().now_or_never() {
+                Some(msg) => self.on_message(msg).await?,
+                None => break,
+            }
+        }
+        Ok(())
     }
 
     /// Handle one item from the socket.
