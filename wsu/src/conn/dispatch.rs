@@ -65,6 +65,8 @@ impl Running {
 
 /// What starting a request produced.
 enum Started {
+    /// Refused at once: this error, counted as an invalid message (abuse budget).
+    Refused(Utf8Bytes),
     /// Finished at once: this reply (maybe none).
     Done(Option<Utf8Bytes>),
     /// Running.
@@ -203,6 +205,10 @@ where
                 return self.reject(&ns, ev.as_deref(), ack.as_deref(), &text).await;
             }
         };
+        let mut msg = msg;
+        // Empty strings are absent, as the seed's zero values were.
+        msg.ack_id = msg.ack_id.filter(|a| !a.is_empty());
+        msg.room = msg.room.filter(|r| !r.is_empty());
         let ns_ok = names::validate_namespace(&msg.namespace);
         let ack_ok = msg
             .ack_id
@@ -225,6 +231,35 @@ where
                 .reject(echo_ns, echo_ev, echo_ack, "unknown message type")
                 .await;
         };
+        match kind {
+            // Answers of the client: never answered (no error loops between peers).
+            MessageType::Pong | MessageType::Error => return Ok(()),
+            MessageType::Ping => {
+                // The seed echoed any namespace; echo it when it is a printable name.
+                let ns = if names::validate_room(&msg.namespace).is_ok() {
+                    &*msg.namespace
+                } else {
+                    "/"
+                };
+                let mut m = Outgoing::<RawValue>::new(MessageType::Pong);
+                m.namespace = Some(ns);
+                let frame = encode(&m);
+                return self.answer(frame).await;
+            }
+            MessageType::Ack => {
+                let Some(id) = msg.ack_id.as_deref() else {
+                    return self
+                        .reject(echo_ns, None, None, "invalid message: ack without ackId")
+                        .await;
+                };
+                let data = msg.data.map(|d| d.to_owned());
+                if !self.conn.resolve_ack(id, data) {
+                    Counters::inc(&self.server.inner.counters.unknown_acks);
+                }
+                return Ok(());
+            }
+            MessageType::Event | MessageType::Join | MessageType::Leave => {}
+        }
         if let Err(e) = ns_ok {
             return self
                 .reject(
@@ -241,25 +276,6 @@ where
                 .await;
         }
         match kind {
-            MessageType::Ping => {
-                let mut m = Outgoing::<RawValue>::new(MessageType::Pong);
-                m.namespace = Some(&msg.namespace);
-                let frame = encode(&m);
-                self.answer(frame).await
-            }
-            MessageType::Pong | MessageType::Error => Ok(()),
-            MessageType::Ack => {
-                let Some(id) = msg.ack_id.as_deref() else {
-                    return self
-                        .reject(echo_ns, None, None, "invalid message: ack without ackId")
-                        .await;
-                };
-                let data = msg.data.map(|d| d.to_owned());
-                if !self.conn.resolve_ack(id, data) {
-                    Counters::inc(&self.server.inner.counters.unknown_acks);
-                }
-                Ok(())
-            }
             MessageType::Event | MessageType::Join | MessageType::Leave => {
                 if kind == MessageType::Event {
                     let Some(event) = msg.event.as_deref() else {
@@ -324,6 +340,7 @@ where
                 };
                 self.submit(request).await
             }
+            MessageType::Ping | MessageType::Pong | MessageType::Ack | MessageType::Error => Ok(()),
         }
     }
 
@@ -355,6 +372,10 @@ where
     async fn start(&mut self, request: Request) -> Result<(), Exit> {
         match self.begin(request) {
             Started::Done(Some(frame)) => self.reply(frame).await,
+            Started::Refused(frame) => {
+                self.reply(frame).await?;
+                self.invalid()
+            }
             Started::Done(None) => Ok(()),
             Started::Running(mut r) => {
                 let polled = std::future::poll_fn(|cx| {
@@ -439,24 +460,22 @@ where
         let event = r.event.as_deref().unwrap_or_default();
         let ack = r.ack_id.as_deref();
         let Some(ns) = self.conn.namespace(&r.namespace) else {
-            Counters::inc(&self.server.inner.counters.protocol_errors);
-            return Started::Done(Some(error_frame(
+            return Started::Refused(error_frame(
                 &r.namespace,
                 Some(event),
                 ack,
                 "namespace not joined",
                 None,
-            )));
+            ));
         };
         let Some(entry) = ns.handlers.get(event) else {
-            Counters::inc(&self.server.inner.counters.protocol_errors);
-            return Started::Done(Some(error_frame(
+            return Started::Refused(error_frame(
                 &r.namespace,
                 Some(event),
                 ack,
                 "unknown event",
                 None,
-            )));
+            ));
         };
         let socket = Socket::new(self.server.clone(), self.conn.clone(), ns.name.clone());
         let fut = entry.handler.call(socket, r.data.as_deref());
@@ -476,19 +495,19 @@ where
                     .as_deref()
                     .map(|id| ack_frame(&r.namespace, None, id, None)),
             ),
-            Err(e) => Started::Done(Some(error_frame(
+            // Failures of the client's own making count against its invalid-message budget.
+            Err(e) => Started::Refused(error_frame(
                 &r.namespace,
                 None,
                 r.ack_id.as_deref(),
                 &e.to_string(),
                 None,
-            ))),
+            )),
         }
     }
 
     fn begin_join(&mut self, r: Request) -> Started {
         let Some(ns) = self.server.namespace_for_join(&r.namespace) else {
-            Counters::inc(&self.server.inner.counters.protocol_errors);
             return self.membership_done(&r, Err(JoinError::UnknownNamespace));
         };
         let member = ns.is_member(self.conn.id);

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::WebSocketStream;
@@ -302,6 +302,13 @@ where
             reason,
             drain_until,
         } = req;
+        // What is already queued goes out before the close frame (a refusing connect hook's
+        // explanation, say), except when the stream or the peer is the problem.
+        let stream_failed = matches!(code.as_u16(), 1002 | 1007 | 1009);
+        let peer_stuck = matches!(code.as_u16(), 4000..=4002);
+        let drain_until = drain_until.or_else(|| {
+            (!stream_failed && !peer_stuck).then(|| Instant::now() + CLOSE_HANDSHAKE_TIMEOUT)
+        });
         if let Some(deadline) = drain_until {
             let drained = tokio::time::timeout_at(deadline, async {
                 while !self.rx.is_empty() {
@@ -320,8 +327,19 @@ where
             reason: Utf8Bytes::from(reason.clone()),
         };
         let sent = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, self.ws.close(Some(frame))).await;
-        // After a protocol-level failure the stream cannot be read reliably: do not wait.
-        let wait_for_peer = !matches!(code.as_u16(), 1002 | 1007 | 1009 | 4000 | 4002);
+        if stream_failed {
+            // The stream cannot be parsed any more. Closing now, with unread input, would make
+            // the kernel send a reset that can destroy the close frame in flight: send FIN and
+            // discard input for a moment instead (a lingering close).
+            let io = self.ws.get_mut();
+            let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, async {
+                let _ = io.shutdown().await;
+                let mut sink = [0u8; 4096];
+                while matches!(io.read(&mut sink).await, Ok(n) if n > 0) {}
+            })
+            .await;
+        }
+        let wait_for_peer = !stream_failed && !peer_stuck;
         if matches!(sent, Ok(Ok(()))) && wait_for_peer {
             let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, async {
                 while let Some(Ok(msg)) = self.ws.next().await {
@@ -433,7 +451,7 @@ fn map_ws_error(e: WsError) -> Exit {
         WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => Exit::Transport,
         WsError::Protocol(p) => Exit::close(
             CloseCode::PROTOCOL_ERROR,
-            crate::socket::truncate_reason(&format!("protocol error: {p}")),
+            crate::socket::truncate_reason(&format!("protocol error: {p}").to_lowercase()),
         ),
         WsError::AttackAttempt => Exit::close(CloseCode::PROTOCOL_ERROR, "protocol error"),
         _ => Exit::Transport,
