@@ -50,6 +50,7 @@
 #[allow(unused_extern_crates)]
 extern crate self as wsu;
 
+mod assets;
 mod config;
 mod conn;
 mod error;
@@ -66,15 +67,10 @@ mod socket;
 mod stats;
 pub(crate) mod sync;
 
+pub use assets::{BROWSER_CLIENT_DTS, BROWSER_CLIENT_JS};
 pub use config::{Config, RateLimit, SlowConsumerPolicy};
 pub use error::{AckError, BuildError, JoinError, SendError};
 pub use extract::{FromSocket, State};
-#[doc = include_str!("docs/ws_connect.md")]
-pub use wsu_macros::ws_connect;
-#[doc = include_str!("docs/ws_disconnect.md")]
-pub use wsu_macros::ws_disconnect;
-#[doc = include_str!("docs/ws_event.md")]
-pub use wsu_macros::ws_event;
 pub use handler::{Handler, HandlerError, IntoAck, IntoErrorBody, Json};
 pub use hooks::{ConnectOutcome, DisconnectReason};
 pub use http::{InvalidOrigin, OriginPolicy};
@@ -84,10 +80,18 @@ pub use registry::NamespaceInfo;
 pub use server::{Broadcast, Delivery, NamespaceBuilder, Server, ServerBuilder};
 pub use socket::Socket;
 pub use stats::Stats;
+#[doc = include_str!("docs/ws_connect.md")]
+pub use wsu_macros::ws_connect;
+#[doc = include_str!("docs/ws_disconnect.md")]
+pub use wsu_macros::ws_disconnect;
+#[doc = include_str!("docs/ws_event.md")]
+pub use wsu_macros::ws_event;
 
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod axum;
+#[cfg(feature = "client")]
+pub mod client;
 
 /// Re-exports of the HTTP types used in the API ([`Socket::request`]).
 pub mod http_types {

@@ -90,6 +90,14 @@ pub(crate) async fn run_connection<S>(
         remote_addr,
     );
     server.register_connection(&conn);
+    // A connection admitted while `shutdown` was listing connections is closed here instead.
+    if server.is_shutting_down() {
+        conn.request_close(CloseRequest {
+            code: CloseCode::GOING_AWAY,
+            reason: "server shutting down".to_owned(),
+            drain_until: None,
+        });
+    }
     let span = tracing::debug_span!("wsu.conn", id = %id);
     let now = Instant::now();
     let burst = server.inner.config.rate_limit.map_or(0.0, |r| r.burst);

@@ -6,14 +6,15 @@ use std::net::SocketAddr;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::http::request::Parts;
 use tokio_tungstenite::tungstenite::http::{Method, StatusCode};
 use tokio_tungstenite::tungstenite::protocol::Role;
 
 use super::Server;
 use crate::conn::run_connection;
 use crate::http::handshake::{
-    HeadError, HeadLimits, asset_response, error_response, is_upgrade_request, read_head,
-    switching_protocols, validate_upgrade,
+    HeadError, HeadLimits, Rejection, asset_response, error_response, is_upgrade_request,
+    read_head, switching_protocols, validate_upgrade,
 };
 use crate::stats::Counters;
 
@@ -79,6 +80,37 @@ impl Server {
             tcp.shutdown().await
         })
         .await;
+    }
+
+    /// The checks every WebSocket upgrade request goes through, however it arrived ([`serve`],
+    /// [`serve_connection`] or the axum mount): [`validate_upgrade`] (405/400/426), then the
+    /// Origin policy (403 "origin not allowed"), then a connection slot (503 "server at
+    /// capacity", also while shutting down).
+    ///
+    /// On success a slot is reserved (the caller hands it to `run_connection`, or releases it
+    /// with [`release_slot`](Server::release_slot) if the upgrade fails) and the
+    /// `Sec-WebSocket-Accept` value is returned.
+    ///
+    /// [`serve`]: Server::serve
+    /// [`serve_connection`]: Server::serve_connection
+    pub(crate) fn admit_upgrade(
+        &self,
+        parts: &Parts,
+        addr: Option<SocketAddr>,
+    ) -> Result<String, Rejection> {
+        let accept = validate_upgrade(parts)?;
+        if !self.inner.config.origins.allows_request(parts) {
+            tracing::debug!(?addr, "origin refused");
+            return Err(Rejection {
+                status: StatusCode::FORBIDDEN,
+                reason: "origin not allowed",
+            });
+        }
+        if !self.reserve_slot() {
+            let reason = if self.is_shutting_down() { "server shutting down" } else { "server at capacity" };
+            return Err(Rejection { status: StatusCode::SERVICE_UNAVAILABLE, reason });
+        }
+        Ok(accept)
     }
 
     async fn handle_tcp(self, tcp: TcpStream, addr: SocketAddr) {
@@ -162,7 +194,7 @@ impl Server {
                 )
                 .await;
         }
-        let accept = match validate_upgrade(&parts) {
+        let accept = match self.admit_upgrade(&parts, addr) {
             Ok(key) => key,
             Err(rej) => {
                 return self
@@ -170,19 +202,6 @@ impl Server {
                     .await;
             }
         };
-        if !cfg.origins.allows_request(&parts) {
-            tracing::debug!(?addr, "origin refused");
-            return self
-                .respond(
-                    &mut tcp,
-                    &error_response(StatusCode::FORBIDDEN, "origin not allowed"),
-                )
-                .await;
-        }
-        if !self.reserve_slot() {
-            let r = error_response(StatusCode::SERVICE_UNAVAILABLE, "server at capacity");
-            return self.respond(&mut tcp, &r).await;
-        }
         let written = tokio::time::timeout(
             cfg.write_timeout,
             tcp.write_all(&switching_protocols(&accept)),
