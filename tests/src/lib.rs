@@ -401,7 +401,6 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> RawWs<S> {
             buf.extend_from_slice(&chunk[..n]);
         }
     }
-
 }
 
 impl<S: tokio::io::AsyncWrite + Unpin> RawWs<S> {
@@ -415,7 +414,6 @@ impl<S: tokio::io::AsyncWrite + Unpin> RawWs<S> {
     pub async fn send_json(&mut self, v: &Value) {
         self.send_raw(&text_frame(&v.to_string())).await;
     }
-
 }
 
 impl<S: tokio::io::AsyncRead + Unpin> RawWs<S> {
@@ -489,7 +487,10 @@ fn parse_frame(buf: &[u8]) -> Option<(RawFrame, usize)> {
     }
     let masked = buf[1] & 0x80 != 0;
     let (len, mut pos) = match buf[1] & 0x7f {
-        126 => (usize::from(u16::from_be_bytes([*buf.get(2)?, *buf.get(3)?])), 4),
+        126 => (
+            usize::from(u16::from_be_bytes([*buf.get(2)?, *buf.get(3)?])),
+            4,
+        ),
         127 => {
             let bytes: [u8; 8] = buf.get(2..10)?.try_into().ok()?;
             (usize::try_from(u64::from_be_bytes(bytes)).ok()?, 10)

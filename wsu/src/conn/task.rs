@@ -280,9 +280,32 @@ where
         self.feed(Message::Text(frame)).await
     }
 
+    /// Flush the write buffer, within the write timeout. A close request that does not ask for
+    /// draining (slow consumer, forced shutdown) interrupts a flush that is stuck on a full
+    /// socket.
     async fn flush(&mut self) -> Result<(), Exit> {
         let timeout = self.server.inner.config.write_timeout;
-        let r = tokio::time::timeout(timeout, self.ws.flush()).await;
+        let deadline = Instant::now() + timeout;
+        let conn = &self.conn;
+        let ws = &mut self.ws;
+        let flushing = tokio::time::timeout_at(deadline, ws.flush());
+        tokio::pin!(flushing);
+        let mut seen_request = false;
+        let r = loop {
+            tokio::select! {
+                r = &mut flushing => break Some(r),
+                () = conn.close_notify.notified() => {
+                    seen_request = true;
+                    if conn.close_request_is_forced() {
+                        break None;
+                    }
+                }
+            }
+        };
+        if seen_request {
+            // Leave the request (and its wake-up) for the main loop.
+            conn.close_notify.notify_one();
+        }
         self.dirty = false;
         if self.written > 0 {
             self.server
@@ -293,9 +316,13 @@ where
             self.written = 0;
         }
         match r {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(Exit::Transport),
-            Err(_) => Err(Exit::Closed(
+            None => match self.conn.take_close_request() {
+                Some(req) => Err(Exit::Close(req)),
+                None => Err(Exit::Transport),
+            },
+            Some(Ok(Ok(()))) => Ok(()),
+            Some(Ok(Err(_))) => Err(Exit::Transport),
+            Some(Err(_)) => Err(Exit::Closed(
                 CloseCode::WRITE_TIMEOUT,
                 "write timeout".to_owned(),
             )),
@@ -310,13 +337,13 @@ where
             reason,
             drain_until,
         } = req;
-        // What is already queued goes out before the close frame (a refusing connect hook's
-        // explanation, say), except when the stream or the peer is the problem.
+        // What is already queued goes out before the close frame when asked (application close,
+        // graceful shutdown) and after a connect hook refused (its explanation, say).
         let stream_failed = matches!(code.as_u16(), 1002 | 1007 | 1009);
         let peer_stuck = matches!(code.as_u16(), 4000..=4002);
-        let drain_until = drain_until.or_else(|| {
-            (!stream_failed && !peer_stuck).then(|| Instant::now() + CLOSE_HANDSHAKE_TIMEOUT)
-        });
+        let refused = matches!(code.as_u16(), 1011 | 4500);
+        let drain_until =
+            drain_until.or_else(|| refused.then(|| Instant::now() + CLOSE_HANDSHAKE_TIMEOUT));
         if let Some(deadline) = drain_until {
             let drained = tokio::time::timeout_at(deadline, async {
                 while !self.rx.is_empty() {
