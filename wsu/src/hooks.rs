@@ -23,9 +23,11 @@ pub enum DisconnectReason {
     /// The server closed the connection with this code and reason (application close, protocol
     /// violation, heartbeat timeout, slow consumer, shutdown...).
     ServerClosed {
-        /// The code sent in the close frame.
+        /// The close code. It is sent in a close frame whenever the socket still accepts
+        /// writes; after a write timeout (4002) or with a client that stopped reading it cannot
+        /// be delivered.
         code: CloseCode,
-        /// The reason sent in the close frame.
+        /// The close reason (sent along with the code).
         reason: String,
     },
     /// The client left the namespace (namespace disconnect hooks only).
