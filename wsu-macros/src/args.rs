@@ -54,6 +54,10 @@ impl Args {
             } else if !accepts.name && input.peek(kw::name) {
                 let key: kw::name = input.parse()?;
                 return Err(syn::Error::new(key.span, "hooks have no `name`: expected `namespace` or `crate`"));
+            } else if input.peek(syn::Ident) {
+                let key: syn::Ident = input.parse()?;
+                let expected = if accepts.name { "`namespace`, `name` or `crate`" } else { "`namespace` or `crate`" };
+                return Err(syn::Error::new(key.span(), format!("unknown argument `{key}`: expected {expected}")));
             } else {
                 return Err(lookahead.error());
             }

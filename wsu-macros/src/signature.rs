@@ -1,7 +1,7 @@
 //! Reading the annotated function's signature: parameters (extractors, payload, reason) and
 //! return type.
 
-use syn::spanned::Spanned;
+use quote::ToTokens;
 use syn::{FnArg, GenericArgument, PathArguments, ReturnType, Type};
 
 /// What a parameter is, by the last segment of its type's path.
@@ -66,8 +66,8 @@ pub(crate) fn params(sig: &syn::Signature, errors: &mut Vec<syn::Error>) -> Vec<
     let mut out = Vec::new();
     for input in &sig.inputs {
         match input {
-            FnArg::Receiver(r) => errors.push(syn::Error::new(
-                r.span(),
+            FnArg::Receiver(r) => errors.push(syn::Error::new_spanned(
+                r,
                 "handlers cannot take `self`: write a free `async fn` and reach shared data with `State<T>`",
             )),
             FnArg::Typed(pt) => {
@@ -90,5 +90,54 @@ pub(crate) fn ret(sig: &syn::Signature) -> Ret {
                 _ => Ret::Plain(other.clone()),
             },
         },
+    }
+}
+
+/// For `Result<T, E>` written with two type arguments: `(T, E)`.
+pub(crate) fn result_args(ty: &Type) -> Option<(&Type, &Type)> {
+    let seg = last_segment(ty)?;
+    let PathArguments::AngleBracketed(a) = &seg.arguments else { return None };
+    let mut types = a.args.iter().filter_map(|g| match g {
+        GenericArgument::Type(t) => Some(t),
+        _ => None,
+    });
+    match (types.next(), types.next(), types.next()) {
+        (Some(ok), Some(err), None) => Some((ok, err)),
+        _ => None,
+    }
+}
+
+/// An error under the first borrowed part of a payload type (`&str`, `Cow<'_, str>`): payloads
+/// are decoded from a buffer that does not outlive the call, so they must own their data.
+pub(crate) fn borrowed(ty: &Type) -> Option<syn::Error> {
+    match ty {
+        Type::Reference(r) => {
+            let owned = match &*r.elem {
+                Type::Path(p) if p.path.is_ident("str") => "`String` instead of `&str`".to_owned(),
+                Type::Slice(s) => format!("`Vec<{}>` instead of a slice", s.elem.to_token_stream()),
+                other => format!("`{}` instead of a reference", other.to_token_stream()),
+            };
+            Some(syn::Error::new_spanned(
+                r,
+                format!("event payloads must own their data (`serde::de::DeserializeOwned`): use {owned}"),
+            ))
+        }
+        Type::Path(p) => p.path.segments.iter().find_map(|seg| match &seg.arguments {
+            PathArguments::AngleBracketed(a) => a.args.iter().find_map(|g| match g {
+                GenericArgument::Type(t) => borrowed(t),
+                GenericArgument::Lifetime(l) if l.ident != "static" => Some(syn::Error::new_spanned(
+                    l,
+                    "event payloads must own their data (`serde::de::DeserializeOwned`): use `'static` or an owned type",
+                )),
+                _ => None,
+            }),
+            _ => None,
+        }),
+        Type::Tuple(t) => t.elems.iter().find_map(borrowed),
+        Type::Array(a) => borrowed(&a.elem),
+        Type::Slice(s) => borrowed(&s.elem),
+        Type::Paren(p) => borrowed(&p.elem),
+        Type::Group(g) => borrowed(&g.elem),
+        _ => None,
     }
 }

@@ -95,14 +95,24 @@ impl fmt::Display for BuildError {
             }
             BuildError::InvalidOrigin(e) => write!(f, "{e}"),
             BuildError::NotRegistered { name } => {
-                write!(f, "`{name}` is not a #[ws_event], #[ws_connect] or #[ws_disconnect] function")
+                write!(
+                    f,
+                    "`{name}` is not a #[ws_event], #[ws_connect] or #[ws_disconnect] function"
+                )
             }
             BuildError::MissingState { handler, state } => write!(
                 f,
                 "handler `{handler}` takes `State<{state}>` but no `{state}` was registered with `ServerBuilder::state`"
             ),
-            BuildError::DuplicateHook { namespace, hook, location } => {
-                write!(f, "a second {hook} hook for namespace `{namespace}` at {location}")
+            BuildError::DuplicateHook {
+                namespace,
+                hook,
+                location,
+            } => {
+                write!(
+                    f,
+                    "a second {hook} hook for namespace `{namespace}` at {location}"
+                )
             }
             BuildError::InvalidOption { option, reason } => {
                 write!(f, "invalid option `{option}`: {reason}")

@@ -72,10 +72,8 @@ impl FromSocket for Server {
 
 impl<T: Send + Sync + 'static> FromSocket for State<T> {
     fn from_socket(socket: &Socket) -> Result<Self, HandlerError> {
-        socket
-            .server()
-            .state::<T>()
-            .map(State)
-            .ok_or_else(|| HandlerError::new(format!("state `{}` is not registered", type_name::<T>())))
+        socket.server().state::<T>().map(State).ok_or_else(|| {
+            HandlerError::new(format!("state `{}` is not registered", type_name::<T>()))
+        })
     }
 }

@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
-use crate::handler::{ErasedHandler, HandlerError, IntoAck, Reply};
+use crate::handler::{ErasedHandler, HandlerError, IntoAck, IntoErrorBody, Reply};
 use crate::hooks::{ConnectOutcome, DisconnectReason};
 use crate::sync::BoxFuture;
 use crate::{Json, Socket};
@@ -110,7 +110,7 @@ where
 pub fn connect<Fut, R>(fut: Fut) -> BoxFuture<Result<(), String>>
 where
     Fut: Future<Output = R> + Send + 'static,
-    R: ConnectOutcome,
+    R: ConnectReturn,
 {
     Box::pin(async move { fut.await.into_outcome() })
 }
@@ -130,6 +130,17 @@ where
     T: AckValue,
 {
     Box::pin(async move { Json(fut.await).into_ack() })
+}
+
+/// Run a handler future whose output is `Result<T, E>`: the ack, or the error answer. `T` and
+/// `E` are named by the macro where the user wrote them, so a wrong type gets one error there.
+pub fn reply_result<T, E, Fut>(fut: Fut) -> BoxFuture<Reply>
+where
+    T: AckValue,
+    E: IntoErrorBody,
+    Fut: Future<Output = Result<T, E>> + Send + 'static,
+{
+    Box::pin(async move { fut.await.into_ack() })
 }
 
 /// Decode the payload (bounded by [`Payload`] so a wrong type gets one clear error).
@@ -157,6 +168,15 @@ pub fn disconnect_skip(e: HandlerError) -> BoxFuture<()> {
 pub trait Payload: DeserializeOwned + Send + 'static {}
 impl<T: DeserializeOwned + Send + 'static> Payload for T {}
 
+/// Return types of connect hooks: [`ConnectOutcome`] (checked where the user wrote the type).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be returned by a connect hook",
+    label = "a connect hook returns `()` to accept or `Result<(), E>` to refuse",
+    note = "return `()`, or `Result<(), E>` where `E: Display` is the reason given to the client"
+)]
+pub trait ConnectReturn: ConnectOutcome {}
+impl<T: ConnectOutcome> ConnectReturn for T {}
+
 /// Plain ack types: anything `Serialize`.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be an ack",
@@ -165,7 +185,6 @@ impl<T: DeserializeOwned + Send + 'static> Payload for T {}
 )]
 pub trait AckValue: Serialize + Send + 'static {}
 impl<T: Serialize + Send + 'static> AckValue for T {}
-
 
 /// Adapter used for explicit registration of a plain `fn` pointer handler.
 pub(crate) struct FnHandler {

@@ -1,0 +1,12 @@
+use wsu::ws_event;
+
+struct ChatMessage {
+    text: String,
+}
+
+#[ws_event]
+async fn chat(msg: ChatMessage) -> String {
+    msg.text
+}
+
+fn main() {}
