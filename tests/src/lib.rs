@@ -135,7 +135,9 @@ impl Client {
                         // Send the close reply tungstenite queued, so the server need not wait.
                         let _ = self.ws.flush().await;
                         return match frame {
-                            Some(CloseFrame { code, reason }) => Closed::Frame(u16::from(code), reason.to_string()),
+                            Some(CloseFrame { code, reason }) => {
+                                Closed::Frame(u16::from(code), reason.to_string())
+                            }
                             None => Closed::Frame(1005, String::new()),
                         };
                     }

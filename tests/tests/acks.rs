@@ -283,7 +283,14 @@ async fn stray_acks_are_ignored_counted_and_never_resolve_another_waiter() {
 }
 
 #[tokio::test]
-async fn pending_ack_fails_with_closed_as_soon_as_the_client_disconnects() {
+async fn handler_waiting_for_an_ack_is_cancelled_when_the_client_disconnects() {
+    /// Reports when the handler's future is dropped.
+    struct OnDrop(mpsc::UnboundedSender<String>);
+    impl Drop for OnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.send("handler dropped".to_owned());
+        }
+    }
     let (tx, mut outcomes) = mpsc::unbounded_channel::<String>();
     let (stx, mut sockets) = mpsc::unbounded_channel::<Socket>();
     let server = TestServer::start(
@@ -292,9 +299,11 @@ async fn pending_ack_fails_with_closed_as_soon_as_the_client_disconnects() {
             .on("ask", move |s: Socket, _d: Value| {
                 let (tx, stx) = (tx.clone(), stx.clone());
                 async move {
+                    let guard = OnDrop(tx.clone());
                     stx.send(s.clone()).expect("test alive");
                     let r = s.emit_with_ack::<_, Value>("question", &1).await;
                     tx.send(outcome(r)).expect("test alive");
+                    drop(guard);
                 }
             })
             .build()
@@ -307,9 +316,10 @@ async fn pending_ack_fails_with_closed_as_soon_as_the_client_disconnects() {
     let socket = next(&mut sockets).await;
     drop(c.close(1000, "bye").await);
 
-    // Well before the 600 s ack timeout (`next` gives up after a few seconds).
-    assert_eq!(next(&mut outcomes).await, "closed");
-    assert_eq!(server.server.stats().pending_acks, 0);
+    // The handler that was waiting is cancelled with its connection (well before the 600 s
+    // ack timeout; `next` gives up after a few seconds), and its pending ack is gone.
+    assert_eq!(next(&mut outcomes).await, "handler dropped");
+    wsu_tests::wait_until(|| server.server.stats().pending_acks == 0).await;
     // On a closed connection, new acks fail at once.
     assert_eq!(
         outcome(socket.emit_with_ack::<_, Value>("again", &1).await),
@@ -407,4 +417,37 @@ async fn ack_ids_are_opaque_strings_without_the_peer_address() {
     unique.sort();
     unique.dedup();
     assert_eq!(unique.len(), ids.len(), "ids are unique: {ids:?}");
+}
+
+#[tokio::test]
+async fn client_error_answer_rejects_the_server_request() {
+    let server = TestServer::start(
+        Server::builder()
+            .on("ask", |s: Socket, q: Value| async move {
+                match s.emit_with_ack::<_, Value>("question", &q).await {
+                    Err(AckError::Rejected(e)) => {
+                        Json(json!({"rejected": e.message(), "data": e.data().map(|d| d.get().to_owned())}))
+                    }
+                    other => Json(json!({"unexpected": outcome(other)})),
+                }
+            })
+            .build()
+            .expect("build"),
+    )
+    .await;
+    let mut c = server.client().await;
+    c.emit_ack("ask", json!(1), "a1").await;
+    let id = recv_question(&mut c, "question", json!(1)).await;
+    c.send(json!({"type": "error", "ackId": id, "error": "no idea", "data": {"code": 7}}))
+        .await;
+    assert_eq!(
+        c.recv().await,
+        json!({"type": "ack", "namespace": "/", "event": "ask", "ackId": "a1",
+               "data": {"rejected": "no idea", "data": "{\"code\":7}"}})
+    );
+    // An error for an unknown id is ignored and counted, never answered.
+    c.send(json!({"type": "error", "ackId": "999", "error": "stray"}))
+        .await;
+    sync(&mut c).await;
+    assert_eq!(server.server.stats().unknown_acks, 1);
 }

@@ -24,7 +24,11 @@ mod kw {
 
 impl Args {
     pub(crate) fn parse(input: ParseStream<'_>, accepts: Accepts) -> syn::Result<Args> {
-        let mut args = Args { namespace: None, name: None, krate: None };
+        let mut args = Args {
+            namespace: None,
+            name: None,
+            krate: None,
+        };
         while !input.is_empty() {
             let lookahead = input.lookahead1();
             if lookahead.peek(kw::namespace) {
@@ -53,11 +57,21 @@ impl Args {
                 args.krate = Some(value.parse()?);
             } else if !accepts.name && input.peek(kw::name) {
                 let key: kw::name = input.parse()?;
-                return Err(syn::Error::new(key.span, "hooks have no `name`: expected `namespace` or `crate`"));
+                return Err(syn::Error::new(
+                    key.span,
+                    "hooks have no `name`: expected `namespace` or `crate`",
+                ));
             } else if input.peek(syn::Ident) {
                 let key: syn::Ident = input.parse()?;
-                let expected = if accepts.name { "`namespace`, `name` or `crate`" } else { "`namespace` or `crate`" };
-                return Err(syn::Error::new(key.span(), format!("unknown argument `{key}`: expected {expected}")));
+                let expected = if accepts.name {
+                    "`namespace`, `name` or `crate`"
+                } else {
+                    "`namespace` or `crate`"
+                };
+                return Err(syn::Error::new(
+                    key.span(),
+                    format!("unknown argument `{key}`: expected {expected}"),
+                ));
             } else {
                 return Err(lookahead.error());
             }
@@ -85,23 +99,44 @@ impl syn::parse::Parser for Parser {
 
 /// Names follow the protocol's rules (checked again at run time by the builder).
 pub(crate) fn check_name(value: &str, span: Span, what: &str) -> syn::Result<()> {
-    const RESERVED: &[&str] = &["connect", "disconnect", "error", "ping", "pong", "join", "leave", "ack"];
+    const RESERVED: &[&str] = &[
+        "connect",
+        "disconnect",
+        "error",
+        "ping",
+        "pong",
+        "join",
+        "leave",
+        "ack",
+    ];
     if value.is_empty() {
         return Err(syn::Error::new(span, format!("{what} name is empty")));
     }
     if value.len() > 128 {
-        return Err(syn::Error::new(span, format!("{what} name is longer than 128 bytes")));
+        return Err(syn::Error::new(
+            span,
+            format!("{what} name is longer than 128 bytes"),
+        ));
     }
     if value.chars().any(char::is_control) {
-        return Err(syn::Error::new(span, format!("{what} name contains a control character")));
+        return Err(syn::Error::new(
+            span,
+            format!("{what} name contains a control character"),
+        ));
     }
     if what == "namespace" && !value.starts_with('/') {
-        return Err(syn::Error::new(span, format!("namespace must start with `/`, as in \"/{value}\"")));
+        return Err(syn::Error::new(
+            span,
+            format!("namespace must start with `/`, as in \"/{value}\""),
+        ));
     }
     if what == "event" && RESERVED.contains(&value) {
         return Err(syn::Error::new(
             span,
-            format!("event name `{value}` is reserved by the protocol; choose another name (reserved: {})", RESERVED.join(", ")),
+            format!(
+                "event name `{value}` is reserved by the protocol; choose another name (reserved: {})",
+                RESERVED.join(", ")
+            ),
         ));
     }
     Ok(())

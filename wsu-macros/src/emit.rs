@@ -39,11 +39,19 @@ pub(crate) fn expand(which: Macro, attr: TokenStream, item: TokenStream) -> Toke
         }
     };
     let mut errors = Vec::new();
-    let args = match (Parser(Accepts { name: which == Macro::Event })).parse2(attr) {
+    let args = match (Parser(Accepts {
+        name: which == Macro::Event,
+    }))
+    .parse2(attr)
+    {
         Ok(a) => a,
         Err(e) => {
             errors.push(e);
-            Args { namespace: None, name: None, krate: None }
+            Args {
+                namespace: None,
+                name: None,
+                krate: None,
+            }
         }
     };
     let registration = check_and_emit(which, &args, &func, &mut errors);
@@ -85,7 +93,10 @@ fn not_a_fn(which: Macro, item: &TokenStream) -> syn::Error {
             format!("{attr} applies to an `async fn`, not to {what}"),
         ),
         None => syn::Error::new(
-            item.clone().into_iter().next().map_or_else(Span::call_site, |t| t.span()),
+            item.clone()
+                .into_iter()
+                .next()
+                .map_or_else(Span::call_site, |t| t.span()),
             format!("{attr} applies to an `async fn`"),
         ),
     }
@@ -97,7 +108,11 @@ fn not_a_fn(which: Macro, item: &TokenStream) -> syn::Error {
 /// `fn` of the same name (see [`shadows`]), so a user's `const` or unit struct with that name
 /// cannot turn it into a constant pattern.
 fn binding(base: &str, taken: &str) -> syn::Ident {
-    let name = if base == taken { format!("{base}_") } else { base.to_owned() };
+    let name = if base == taken {
+        format!("{base}_")
+    } else {
+        base.to_owned()
+    };
     syn::Ident::new(&name, Span::mixed_site())
 }
 
@@ -113,11 +128,19 @@ fn shadows(names: &[&syn::Ident]) -> TokenStream {
     }
 }
 
-fn check_and_emit(which: Macro, args: &Args, func: &ItemFn, errors: &mut Vec<syn::Error>) -> TokenStream {
+fn check_and_emit(
+    which: Macro,
+    args: &Args,
+    func: &ItemFn,
+    errors: &mut Vec<syn::Error>,
+) -> TokenStream {
     let sig = &func.sig;
     let attr = which.attr();
     if sig.asyncness.is_none() {
-        errors.push(syn::Error::new(sig.fn_token.span(), format!("{attr} functions must be `async fn`: add `async`")));
+        errors.push(syn::Error::new(
+            sig.fn_token.span(),
+            format!("{attr} functions must be `async fn`: add `async`"),
+        ));
     }
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
         errors.push(syn::Error::new_spanned(
@@ -126,10 +149,16 @@ fn check_and_emit(which: Macro, args: &Args, func: &ItemFn, errors: &mut Vec<syn
         ));
     }
     if let Some(c) = &sig.constness {
-        errors.push(syn::Error::new(c.span(), format!("{attr} functions cannot be `const`")));
+        errors.push(syn::Error::new(
+            c.span(),
+            format!("{attr} functions cannot be `const`"),
+        ));
     }
     if let Some(v) = &sig.variadic {
-        errors.push(syn::Error::new(v.span(), format!("{attr} functions cannot be variadic")));
+        errors.push(syn::Error::new(
+            v.span(),
+            format!("{attr} functions cannot be variadic"),
+        ));
     }
 
     let params = signature::params(sig, errors);
@@ -162,7 +191,10 @@ fn check_and_emit(which: Macro, args: &Args, func: &ItemFn, errors: &mut Vec<syn
             )),
         }
     }
-    if which == Macro::Event && payload.is_none() && !params.iter().any(|p| p.kind != ParamKind::Extractor) {
+    if which == Macro::Event
+        && payload.is_none()
+        && !params.iter().any(|p| p.kind != ParamKind::Extractor)
+    {
         errors.push(syn::Error::new(
             sig.ident.span(),
             "missing payload parameter: add one for the event's `data`, e.g. `msg: ChatMessage` (use `_: ()` for events without data)",
@@ -172,7 +204,10 @@ fn check_and_emit(which: Macro, args: &Args, func: &ItemFn, errors: &mut Vec<syn
     let ret = signature::ret(sig);
     if which == Macro::Disconnect {
         if let Ret::Result(t) | Ret::Plain(t) = &ret {
-            errors.push(syn::Error::new_spanned(t, "disconnect hooks return nothing: remove the return type"));
+            errors.push(syn::Error::new_spanned(
+                t,
+                "disconnect hooks return nothing: remove the return type",
+            ));
         }
     }
 
@@ -231,7 +266,9 @@ fn check_and_emit(which: Macro, args: &Args, func: &ItemFn, errors: &mut Vec<syn
                     };
                 });
                 if let Some(state) = &p.state {
-                    states.push(quote_spanned!(state.span()=> || #krate::__private::state_type::<#state>()));
+                    states.push(
+                        quote_spanned!(state.span()=> || #krate::__private::state_type::<#state>()),
+                    );
                 }
             }
             ParamKind::Reason if which == Macro::Disconnect => {
@@ -270,16 +307,25 @@ fn check_and_emit(which: Macro, args: &Args, func: &ItemFn, errors: &mut Vec<syn
         Macro::Event => {
             let payload_ty = payload.map_or_else(|| quote!(()), |t| t.to_token_stream());
             let (body, ack_ty) = match &ret {
-                Ret::Unit => (quote_spanned!(at=> #krate::__private::reply(#call)), quote!(())),
+                Ret::Unit => (
+                    quote_spanned!(at=> #krate::__private::reply(#call)),
+                    quote!(()),
+                ),
                 Ret::Result(t) => match signature::result_args(t) {
                     // Each half checked where the user wrote it.
                     Some((ok, err)) => (
                         quote_spanned!(at=> #krate::__private::reply_result::<#ok, #err, _>(#call)),
                         t.to_token_stream(),
                     ),
-                    None => (quote_spanned!(at=> #krate::__private::reply::<_, #t>(#call)), t.to_token_stream()),
+                    None => (
+                        quote_spanned!(at=> #krate::__private::reply::<_, #t>(#call)),
+                        t.to_token_stream(),
+                    ),
                 },
-                Ret::Plain(t) => (quote_spanned!(at=> #krate::__private::reply_json::<_, #t>(#call)), t.to_token_stream()),
+                Ret::Plain(t) => (
+                    quote_spanned!(at=> #krate::__private::reply_json::<_, #t>(#call)),
+                    t.to_token_stream(),
+                ),
             };
             quote! {
                 #krate::__private::Kind::Event {
@@ -300,7 +346,9 @@ fn check_and_emit(which: Macro, args: &Args, func: &ItemFn, errors: &mut Vec<syn
         }
         Macro::Connect => {
             let connect = match &ret {
-                Ret::Result(t) | Ret::Plain(t) => quote_spanned!(at=> #krate::__private::connect::<_, #t>),
+                Ret::Result(t) | Ret::Plain(t) => {
+                    quote_spanned!(at=> #krate::__private::connect::<_, #t>)
+                }
                 Ret::Unit => quote_spanned!(at=> #krate::__private::connect),
             };
             quote! {
@@ -354,19 +402,37 @@ mod tests {
     #[test]
     fn crate_path_is_used_everywhere() {
         let cases = [
-            (Macro::Event, "async fn chat(socket: r::Socket, s: r::State<u8>, text: String) -> Result<String, r::HandlerError> { Ok(text) }"),
-            (Macro::Event, "async fn plain(text: String) -> String { text }"),
+            (
+                Macro::Event,
+                "async fn chat(socket: r::Socket, s: r::State<u8>, text: String) -> Result<String, r::HandlerError> { Ok(text) }",
+            ),
+            (
+                Macro::Event,
+                "async fn plain(text: String) -> String { text }",
+            ),
             (Macro::Event, "async fn unit(_: ()) {}"),
-            (Macro::Connect, "async fn hello(socket: r::Socket) -> Result<(), String> { Ok(()) }"),
-            (Macro::Disconnect, "async fn bye(reason: r::DisconnectReason) {}"),
+            (
+                Macro::Connect,
+                "async fn hello(socket: r::Socket) -> Result<(), String> { Ok(()) }",
+            ),
+            (
+                Macro::Disconnect,
+                "async fn bye(reason: r::DisconnectReason) {}",
+            ),
         ];
         for (which, item) in cases {
             let out = expand_str(which, r#"crate = "renamed""#, item);
             assert!(!out.contains("compile_error"), "{out}");
             assert!(!out.contains("wsu ::"), "{out}");
-            assert!(out.contains("renamed :: __private :: inventory :: submit !"), "{out}");
+            assert!(
+                out.contains("renamed :: __private :: inventory :: submit !"),
+                "{out}"
+            );
             let out = expand_str(which, "", item);
-            assert!(out.contains(":: wsu :: __private :: inventory :: submit !"), "{out}");
+            assert!(
+                out.contains(":: wsu :: __private :: inventory :: submit !"),
+                "{out}"
+            );
             assert!(!out.contains(" renamed"), "{out}");
         }
     }
@@ -374,7 +440,11 @@ mod tests {
     /// On an error the function is still emitted, next to one `compile_error!`.
     #[test]
     fn errors_keep_the_item() {
-        let out = expand_str(Macro::Event, r#"name = "error""#, "async fn report(text: String) {}");
+        let out = expand_str(
+            Macro::Event,
+            r#"name = "error""#,
+            "async fn report(text: String) {}",
+        );
         assert!(out.contains("async fn report"), "{out}");
         assert_eq!(out.matches("compile_error").count(), 1, "{out}");
         assert!(!out.contains("submit"), "{out}");

@@ -43,7 +43,9 @@ fn last_segment(ty: &Type) -> Option<&syn::PathSegment> {
 }
 
 pub(crate) fn classify(ty: &Type) -> (ParamKind, Option<Type>) {
-    let Some(seg) = last_segment(ty) else { return (ParamKind::Payload, None) };
+    let Some(seg) = last_segment(ty) else {
+        return (ParamKind::Payload, None);
+    };
     match seg.ident.to_string().as_str() {
         "Socket" | "Server" => (ParamKind::Extractor, None),
         "State" => {
@@ -96,7 +98,9 @@ pub(crate) fn ret(sig: &syn::Signature) -> Ret {
 /// For `Result<T, E>` written with two type arguments: `(T, E)`.
 pub(crate) fn result_args(ty: &Type) -> Option<(&Type, &Type)> {
     let seg = last_segment(ty)?;
-    let PathArguments::AngleBracketed(a) = &seg.arguments else { return None };
+    let PathArguments::AngleBracketed(a) = &seg.arguments else {
+        return None;
+    };
     let mut types = a.args.iter().filter_map(|g| match g {
         GenericArgument::Type(t) => Some(t),
         _ => None,

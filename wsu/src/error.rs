@@ -183,6 +183,9 @@ pub enum AckError {
     Send(SendError),
     /// The ack arrived but its `data` did not decode into the expected type.
     Decode(serde_json::Error),
+    /// The client answered with an `error` carrying the `ackId` (its handler failed): the
+    /// error's text and `data`.
+    Rejected(crate::HandlerError),
 }
 
 impl fmt::Display for AckError {
@@ -193,6 +196,7 @@ impl fmt::Display for AckError {
             AckError::TooManyPending => f.write_str("too many acks pending on this connection"),
             AckError::Send(_) => f.write_str("event could not be sent"),
             AckError::Decode(_) => f.write_str("ack data did not decode"),
+            AckError::Rejected(e) => write!(f, "the client answered with an error: {e}"),
         }
     }
 }
@@ -202,6 +206,7 @@ impl std::error::Error for AckError {
         match self {
             AckError::Send(e) => Some(e),
             AckError::Decode(e) => Some(e),
+            AckError::Rejected(e) => Some(e),
             _ => None,
         }
     }

@@ -161,10 +161,11 @@ impl Socket {
             return Err(e.into());
         }
         match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(data)) => {
+            Ok(Ok(Ok(data))) => {
                 let raw = data.as_deref().map_or("null", |d| d.get());
                 serde_json::from_str(raw).map_err(AckError::Decode)
             }
+            Ok(Ok(Err(e))) => Err(AckError::Rejected(e)),
             Ok(Err(_)) => Err(AckError::Closed),
             Err(_) => {
                 self.conn.cancel_ack(id);

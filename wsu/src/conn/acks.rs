@@ -7,8 +7,9 @@ use tokio::sync::oneshot;
 
 use crate::AckError;
 
-/// The answer's `data` (None when the client's ack had none).
-pub(crate) type AckData = Option<Box<RawValue>>;
+/// The client's answer: the `data` of its `ack` (None when it had none), or the text and `data`
+/// of an `error` it sent with the same `ackId`.
+pub(crate) type AckData = Result<Option<Box<RawValue>>, crate::HandlerError>;
 
 /// Pending acks of one connection. Ids are a per-connection counter, sent as decimal strings:
 /// opaque to clients, and an id of another connection can never match (each table is separate).
@@ -83,12 +84,12 @@ mod tests {
         let mut t = AckTable::default();
         let (id, mut rx) = t.register(2).unwrap();
         assert_eq!(id, 1);
-        assert!(!t.resolve("01", None));
-        assert!(!t.resolve("+1", None));
-        assert!(!t.resolve("2", None));
-        assert!(t.resolve("1", None));
-        assert!(!t.resolve("1", None), "duplicate answers are ignored");
-        assert!(rx.try_recv().unwrap().is_none());
+        assert!(!t.resolve("01", Ok(None)));
+        assert!(!t.resolve("+1", Ok(None)));
+        assert!(!t.resolve("2", Ok(None)));
+        assert!(t.resolve("1", Ok(None)));
+        assert!(!t.resolve("1", Ok(None)), "duplicate answers are ignored");
+        assert!(rx.try_recv().unwrap().unwrap().is_none());
         let _a = t.register(2).unwrap();
         let _b = t.register(2).unwrap();
         assert!(matches!(t.register(2), Err(AckError::TooManyPending)));

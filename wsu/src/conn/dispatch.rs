@@ -53,16 +53,6 @@ pub(crate) struct Running {
     pub(crate) fut: BoxFuture<Reply>,
 }
 
-impl Running {
-    pub(crate) fn is_handler(&self) -> bool {
-        self.kind == Kind::Event
-    }
-
-    pub(crate) async fn into_detached(self) {
-        let _ = crate::sync::CatchUnwind::new(self.fut).await;
-    }
-}
-
 /// What starting a request produced.
 enum Started {
     /// Refused at once: this error, counted as an invalid message (abuse budget).
@@ -232,8 +222,22 @@ where
                 .await;
         };
         match kind {
-            // Answers of the client: never answered (no error loops between peers).
-            MessageType::Pong | MessageType::Error => return Ok(()),
+            // Answers of the client: never answered (no error loops between peers). An `error`
+            // carrying the `ackId` of a server request fails that request.
+            MessageType::Pong => return Ok(()),
+            MessageType::Error => {
+                if let Some(id) = msg.ack_id.as_deref() {
+                    let text = msg.error.as_deref().unwrap_or("error");
+                    let mut err = HandlerError::new(names::truncate_for_display(text).into_owned());
+                    if let Some(d) = msg.data {
+                        err = err.with_data(d);
+                    }
+                    if !self.conn.resolve_ack(id, Err(err)) {
+                        Counters::inc(&self.server.inner.counters.unknown_acks);
+                    }
+                }
+                return Ok(());
+            }
             MessageType::Ping => {
                 // The seed echoed any namespace; echo it when it is a printable name.
                 let ns = if names::validate_room(&msg.namespace).is_ok() {
@@ -253,7 +257,7 @@ where
                         .await;
                 };
                 let data = msg.data.map(|d| d.to_owned());
-                if !self.conn.resolve_ack(id, data) {
+                if !self.conn.resolve_ack(id, Ok(data)) {
                     Counters::inc(&self.server.inner.counters.unknown_acks);
                 }
                 return Ok(());

@@ -157,7 +157,9 @@ impl ConnShared {
 
     /// Whether a close request without draining is pending.
     pub(crate) fn close_request_is_forced(&self) -> bool {
-        lock(&self.close_req).as_ref().is_some_and(|r| r.drain_until.is_none())
+        lock(&self.close_req)
+            .as_ref()
+            .is_some_and(|r| r.drain_until.is_none())
     }
 
     pub(crate) fn take_close_request(&self) -> Option<CloseRequest> {

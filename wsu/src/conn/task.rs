@@ -413,12 +413,11 @@ where
         };
         server.inner.counters.record_close(reason.close_code());
         tracing::debug!(%reason, "disconnected");
-        // A handler that was running finishes in the background; its answer has nowhere to go.
-        if let Some(r) = running {
-            if r.is_handler() {
-                tokio::spawn(r.into_detached());
-            }
-        }
+        // A handler still running is cancelled (dropped at its current `.await`), as axum drops
+        // a handler whose client went away: its answer has nowhere to go, and a handler that
+        // never finishes must not outlive its connection. Work that must complete belongs in a
+        // spawned task.
+        drop(running);
         let memberships = conn.mark_closed();
         server.unregister_connection(conn.id);
         for m in memberships {

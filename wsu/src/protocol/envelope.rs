@@ -92,6 +92,9 @@ pub(crate) struct Incoming<'a> {
     pub(crate) ack_id: Option<Cow<'a, str>>,
     /// The room name (meaningful for `join` and `leave`); None when missing or null.
     pub(crate) room: Option<Cow<'a, str>>,
+    /// The error text of a client `error` answering a server request; None when missing, null
+    /// or not a string (never an error: the field is only informative).
+    pub(crate) error: Option<Cow<'a, str>>,
 }
 
 impl PartialEq for Incoming<'_> {
@@ -102,6 +105,7 @@ impl PartialEq for Incoming<'_> {
             && self.data.map(RawValue::get) == other.data.map(RawValue::get)
             && self.ack_id == other.ack_id
             && self.room == other.room
+            && self.error == other.error
     }
 }
 
@@ -284,6 +288,7 @@ fn interpret<'a>(pairs: &[(Cow<'a, str>, &'a RawValue)]) -> Result<Incoming<'a>,
     let mut ack_id = Field::Missing;
     let mut room = Field::Missing;
     let mut data = None;
+    let mut error = None;
     let mut problem: Option<String> = None;
     let mut seen: HashSet<&str> = HashSet::new();
 
@@ -306,7 +311,14 @@ fn interpret<'a>(pairs: &[(Cow<'a, str>, &'a RawValue)]) -> Result<Incoming<'a>,
                 }
                 None
             }
-            // `error` from a client and unknown keys are ignored.
+            // `error` from a client is informative: read when it is a string, else ignored.
+            "error" => {
+                if !duplicate {
+                    error = string_or_null(key, raw).ok().and_then(Field::into_option);
+                }
+                None
+            }
+            // Unknown keys are ignored.
             _ => None,
         };
         if duplicate {
@@ -351,19 +363,23 @@ fn interpret<'a>(pairs: &[(Cow<'a, str>, &'a RawValue)]) -> Result<Incoming<'a>,
         data,
         ack_id: ack_id.into_option(),
         room: room.into_option(),
+        error,
     })
 }
 
-/// A server→client message. `D` is the payload type (any `Serialize`, including `RawValue` for relayed data).
+/// An outgoing message (server→client, and client→server for the `client` feature). `D` is the
+/// payload type (any `Serialize`, including `RawValue` for relayed data).
 ///
-/// Encoded keys, in order: `type`, `namespace`, `event`, `data`, `ackId`, `error`; `None` fields
-/// are omitted (an empty string is written as is).
+/// Encoded keys, in order: `type`, `namespace`, `room`, `event`, `data`, `ackId`, `error`; `None`
+/// fields are omitted (an empty string is written as is).
 #[derive(Debug)]
 pub(crate) struct Outgoing<'a, D: ?Sized = RawValue> {
     /// The `type` field.
     pub(crate) kind: MessageType,
     /// The `namespace` field.
     pub(crate) namespace: Option<&'a str>,
+    /// The `room` field (client `join`/`leave` requests only).
+    pub(crate) room: Option<&'a str>,
     /// The `event` field.
     pub(crate) event: Option<&'a str>,
     /// The `data` field, serialized with `D`'s `Serialize` (a `RawValue` is written verbatim).
@@ -388,6 +404,7 @@ impl<D: ?Sized + Serialize> Outgoing<'_, D> {
         Self {
             kind,
             namespace: None,
+            room: None,
             event: None,
             data: None,
             ack_id: None,
@@ -407,6 +424,7 @@ impl<D: ?Sized + Serialize> Serialize for Outgoing<'_, D> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let len = 1
             + usize::from(self.namespace.is_some())
+            + usize::from(self.room.is_some())
             + usize::from(self.event.is_some())
             + usize::from(self.data.is_some())
             + usize::from(self.ack_id.is_some())
@@ -415,6 +433,9 @@ impl<D: ?Sized + Serialize> Serialize for Outgoing<'_, D> {
         map.serialize_entry("type", self.kind.as_str())?;
         if let Some(namespace) = self.namespace {
             map.serialize_entry("namespace", namespace)?;
+        }
+        if let Some(room) = self.room {
+            map.serialize_entry("room", room)?;
         }
         if let Some(event) = self.event {
             map.serialize_entry("event", event)?;
@@ -705,6 +726,7 @@ mod tests {
                 data: None,
                 ack_id: None,
                 room: None,
+                error: None,
             }
         );
     }
@@ -742,6 +764,7 @@ mod tests {
                 data: None,
                 ack_id: None,
                 room: None,
+                error: None,
             }
         );
         assert_eq!(
@@ -753,6 +776,7 @@ mod tests {
                 data: None,
                 ack_id: None,
                 room: None,
+                error: None,
             }
         );
     }
@@ -1131,6 +1155,7 @@ mod tests {
         let out = Outgoing {
             kind: MessageType::Ack,
             namespace: Some("/"),
+            room: None,
             event: Some("chat"),
             data: Some(&*data),
             ack_id: Some("client-ack-1"),
@@ -1148,6 +1173,7 @@ mod tests {
         let out = Outgoing {
             kind: MessageType::Event,
             namespace: Some("/n"),
+            room: Some("r"),
             event: Some("e"),
             data: Some(&*data),
             ack_id: Some("a"),
@@ -1155,7 +1181,7 @@ mod tests {
         };
         assert_eq!(
             out.encode().unwrap(),
-            r#"{"type":"event","namespace":"/n","event":"e","data":[1],"ackId":"a","error":"x"}"#
+            r#"{"type":"event","namespace":"/n","room":"r","event":"e","data":[1],"ackId":"a","error":"x"}"#
         );
         // Empty strings are written, only None is omitted.
         let mut out = Outgoing::<RawValue>::new(MessageType::Event);
@@ -1325,6 +1351,7 @@ mod tests {
             let out = Outgoing {
                 kind,
                 namespace: namespace.as_deref(),
+                room: None,
                 event: event.as_deref(),
                 data: data.as_deref(),
                 ack_id: ack_id.as_deref(),
@@ -1354,6 +1381,7 @@ mod tests {
                 let again = Outgoing {
                     kind: m.kind.unwrap(),
                     namespace: Some(&*m.namespace),
+                    room: None,
                     event: m.event.as_deref(),
                     data: m.data,
                     ack_id: m.ack_id.as_deref(),

@@ -213,7 +213,10 @@ impl ServerBuilder {
     /// [`build`](Self::build) fails with [`BuildError::NotRegistered`] if `f` is not an
     /// annotated function.
     pub fn handler<F: 'static>(mut self, f: F) -> Self {
-        self.explicit.push((crate::registration::type_id_of(&f), std::any::type_name::<F>()));
+        self.explicit.push((
+            crate::registration::type_id_of(&f),
+            std::any::type_name::<F>(),
+        ));
         self
     }
 
@@ -221,11 +224,21 @@ impl ServerBuilder {
     fn apply_registrations(&mut self) -> Result<(), BuildError> {
         use crate::registration::{self, Kind, Registration};
         let all: Vec<&'static Registration> = registration::all().collect();
-        let mut chosen: Vec<&'static Registration> = if self.collect_registered { all.clone() } else { Vec::new() };
+        let mut chosen: Vec<&'static Registration> = if self.collect_registered {
+            all.clone()
+        } else {
+            Vec::new()
+        };
         for (id, name) in std::mem::take(&mut self.explicit) {
-            let found: Vec<&'static Registration> = all.iter().copied().filter(|r| (r.fn_type)() == id).collect();
+            let found: Vec<&'static Registration> = all
+                .iter()
+                .copied()
+                .filter(|r| (r.fn_type)() == id)
+                .collect();
             if found.is_empty() {
-                return Err(BuildError::NotRegistered { name: name.to_owned() });
+                return Err(BuildError::NotRegistered {
+                    name: name.to_owned(),
+                });
             }
             for r in found {
                 if !chosen.iter().any(|c| std::ptr::eq(*c, r)) {
@@ -248,11 +261,20 @@ impl ServerBuilder {
             let location = r.location();
             let ns = self.ns_mut(r.namespace);
             match r.kind {
-                Kind::Event { event, call, payload_type, ack_type } => {
+                Kind::Event {
+                    event,
+                    call,
+                    payload_type,
+                    ack_type,
+                } => {
                     let handler = Arc::new(registration::FnHandler { call, payload_type });
                     ns.handlers.push((
                         event.to_owned(),
-                        HandlerEntry { handler, location: Some(location), ack_type: Some(ack_type()) },
+                        HandlerEntry {
+                            handler,
+                            location: Some(location),
+                            ack_type: Some(ack_type()),
+                        },
                     ));
                 }
                 Kind::Connect(call) => {
@@ -538,6 +560,33 @@ impl ServerBuilder {
             },
         );
         self
+    }
+
+    /// Serve the browser client ([`BROWSER_CLIENT_JS`](crate::BROWSER_CLIENT_JS)) at `path`, as
+    /// `text/javascript; charset=utf-8`, and its TypeScript declarations
+    /// ([`BROWSER_CLIENT_DTS`](crate::BROWSER_CLIENT_DTS)) at the same path with `.d.ts` in place
+    /// of `.js` (or `.d.ts` appended; as `text/plain`), like Socket.IO serves its client.
+    ///
+    /// ```
+    /// let server = wsu::Server::builder().serve_client("/wsu.js").build().unwrap();
+    /// // A page then does: <script type="module">import { connect } from '/wsu.js';</script>
+    /// # let _ = server;
+    /// ```
+    pub fn serve_client(self, path: &str) -> Self {
+        let dts = match path.strip_suffix(".js") {
+            Some(stem) => format!("{stem}.d.ts"),
+            None => format!("{path}.d.ts"),
+        };
+        self.asset(
+            path,
+            "text/javascript; charset=utf-8",
+            crate::BROWSER_CLIENT_JS.as_bytes(),
+        )
+        .asset(
+            &dts,
+            "text/plain; charset=utf-8",
+            crate::BROWSER_CLIENT_DTS.as_bytes(),
+        )
     }
 
     /// Check everything and build the server.

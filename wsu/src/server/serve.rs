@@ -107,8 +107,15 @@ impl Server {
             });
         }
         if !self.reserve_slot() {
-            let reason = if self.is_shutting_down() { "server shutting down" } else { "server at capacity" };
-            return Err(Rejection { status: StatusCode::SERVICE_UNAVAILABLE, reason });
+            let reason = if self.is_shutting_down() {
+                "server shutting down"
+            } else {
+                "server at capacity"
+            };
+            return Err(Rejection {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                reason,
+            });
         }
         Ok(accept)
     }

@@ -1,0 +1,336 @@
+/**
+ * wsu browser client: a dependency-free ES module for wsu servers (and any server speaking the
+ * websocketutils wire protocol: one JSON envelope per WebSocket text message).
+ *
+ * A wsu server serves this module with `ServerBuilder::serve_client("/wsu.js")` (and these
+ * declarations at `/wsu.d.ts`); it also works when copied into any page, with no bundler:
+ *
+ * ```html
+ * <script type="module">
+ *   import { connect } from '/wsu.js';
+ *   const client = connect('/ws', { query: { token: 'secret' } });
+ *   client.onState((s) => console.log(s.state, s.code ?? ''));
+ *   client.on('chat', (msg) => console.log(msg));
+ *   await client.join('lobby');
+ *   const ack = await client.emitWithAck('chat', { user: 'ann', message: 'hi' });
+ * </script>
+ * ```
+ *
+ * Guarantees:
+ * - Messages are sent in the order they were emitted, across reconnections (the offline buffer is
+ *   flushed, in order, before anything emitted later).
+ * - Every `emitWithAck`, `join`, `leave`, `joinNamespace`, `leaveNamespace` and `ping` settles:
+ *   resolved by the server's answer, or rejected with a {@link WsuError} (a join made while
+ *   disconnected waits for the next connection, or for `close()` / giving up).
+ * - Joined namespaces and rooms are remembered and joined again after every reconnection,
+ *   namespaces first, before the offline buffer is flushed and before the state becomes
+ *   `connected`.
+ *
+ * @module wsu
+ */
+
+/** Reconnection with exponential backoff and jitter. */
+export interface ReconnectOptions {
+  /** Delay before the first reconnection attempt, in ms. Default 500. */
+  initialDelay?: number;
+  /** Largest delay between attempts, in ms. Default 10000. */
+  maxDelay?: number;
+  /** Each attempt waits `factor` times longer than the previous one. Default 2. */
+  factor?: number;
+  /**
+   * Randomisation of each delay, as a fraction: the delay is multiplied by a random number in
+   * `[1 - jitter, 1 + jitter]` (then capped at `maxDelay`), so that many clients dropped at the
+   * same moment do not all come back at once. Default 0.5.
+   */
+  jitter?: number;
+  /**
+   * Consecutive failed attempts after which the client gives up (state `gave-up`). Counted
+   * from the last successful connection. Default `Infinity`.
+   */
+  maxAttempts?: number;
+  /**
+   * Also reconnect after the server closed with 1000 (normal closure: the application called
+   * `Socket::close`). Default `false`: a normal close from the server is final.
+   */
+  onNormalClose?: boolean;
+}
+
+/** Options of {@link connect}. */
+export interface ConnectOptions {
+  /**
+   * Query parameters added to the URL (for example an auth token the server reads with
+   * `Socket::query`). A function is called again before every connection attempt, so it can
+   * return a fresh token.
+   */
+  query?: Record<string, string | number | boolean> | (() => Record<string, string | number | boolean>);
+  /**
+   * Reconnection policy, or `false` for none. Whether a lost connection is retried depends on
+   * its close code, as for wsu's Rust client (`CloseCode::should_reconnect`, see
+   * {@link shouldReconnect}):
+   *
+   * | close code | reconnect? |
+   * |---|---|
+   * | 1006 (dropped without a close frame: network failure, server killed, or could not connect) | yes |
+   * | 1001 (server shutting down), 1011, 1013, `4000..=4499` | yes |
+   * | 1000 (the server application closed the connection) | only with `onNormalClose` |
+   * | `4500..=4999` (refused, e.g. bad credentials), 1002, 1005, 1007, 1008, 1009, others | no |
+   * | after `close()` | no |
+   */
+  reconnect?: ReconnectOptions | false;
+  /**
+   * Default timeout of `emitWithAck`, `ping` and of the server's answers to `join`/`leave`
+   * requests, in ms. Default 5000. `Infinity` waits for ever.
+   */
+  ackTimeout?: number;
+  /**
+   * Most messages kept while disconnected (default 256). Emits made while the client is not
+   * connected (before the first connection, while reconnecting, and while rejoining) are queued
+   * and sent in order once connected and rejoined. When the buffer is full, `emit` throws (and
+   * `emitWithAck` rejects) a {@link WsuError} of kind `buffer-full`; nothing already queued is
+   * dropped. `0` disables buffering. An `emitWithAck` whose timeout expires while still queued
+   * is removed from the queue. After `close()` or giving up, the buffer is discarded (its acks
+   * reject with `disconnected`).
+   */
+  offlineBuffer?: number;
+  /** WebSocket implementation; default `globalThis.WebSocket` (give one in Node < 22). */
+  WebSocket?: unknown;
+}
+
+/** Options naming a namespace; default `"/"`. */
+export interface NamespaceOption {
+  /** Namespace, starting with `/`. Default `"/"`. */
+  namespace?: string;
+}
+
+/** Options of {@link WsuClient.emitWithAck}. */
+export interface AckOptions extends NamespaceOption {
+  /**
+   * How long to wait for the ack, in ms, counted from the call (time spent in the offline
+   * buffer counts). Default: the client's `ackTimeout`.
+   */
+  timeout?: number;
+}
+
+/** What went wrong, in a {@link WsuError}. */
+export type WsuErrorKind =
+  /** No answer within the timeout. */
+  | 'timeout'
+  /** The connection closed before the answer arrived, or the client is closed / gave up. */
+  | 'disconnected'
+  /** The server answered with an `error` message (`message` is its `error` text, `data` its `data`). */
+  | 'server'
+  /** The offline buffer is full. */
+  | 'buffer-full';
+
+/** The error of every failed client operation. */
+export class WsuError extends Error {
+  /** What went wrong. */
+  readonly kind: WsuErrorKind;
+  /** Human-readable text (for kind `server`: the server's `error` text). */
+  readonly message: string;
+  /** For kind `server`: the `data` of the server's error message, if any. */
+  readonly data: unknown;
+  constructor(kind: WsuErrorKind, message: string, data?: unknown);
+}
+
+/** Connection states. */
+export type ConnectionState =
+  /** The first connection is being opened (the initial state). */
+  | 'connecting'
+  /** Connected, namespaces and rooms rejoined, offline buffer flushed. */
+  | 'connected'
+  /** The connection closed; `willReconnect` says whether `reconnecting` follows. */
+  | 'disconnected'
+  /** Waiting `delay` ms before attempt number `attempt`, then trying (state unchanged while trying). */
+  | 'reconnecting'
+  /** `maxAttempts` attempts failed in a row; the client is closed. */
+  | 'gave-up';
+
+/** A state change, given to {@link WsuClient.onState} listeners. */
+export interface StateEvent {
+  /** The new state. */
+  state: ConnectionState;
+  /**
+   * WebSocket close code of the connection (or failed attempt) that ended, for `disconnected`,
+   * `reconnecting` and `gave-up`: e.g. 1000 (normal), 1001 (server going away), 1006 (dropped,
+   * or could not connect), 4000..=4499 (reconnect), 4500..=4999 (refused: no reconnection).
+   */
+  code?: number;
+  /** Close reason, with `code`. */
+  reason?: string;
+  /**
+   * For `reconnecting`: the number of the coming attempt (1-based); for `connected`: how many
+   * attempts it took (0 for a first try); otherwise the attempts made so far.
+   */
+  attempt: number;
+  /** For `reconnecting`: the delay before the attempt, in ms (after jitter). */
+  delay?: number;
+  /** For `disconnected`, `reconnecting` and `gave-up`: whether the client will try again. */
+  willReconnect?: boolean;
+}
+
+/** An `error` message from the server that answers no request of this client. */
+export interface ServerErrorEvent {
+  /** Namespace of the error (default `"/"`). */
+  namespace: string;
+  /** Event the error is about, if the server named one. */
+  event?: string;
+  /** The server's error text (e.g. `"namespace not joined"`, `"unknown event"`). */
+  message: string;
+  /** The error's `data`, if any. */
+  data?: unknown;
+}
+
+/** What an event handler receives besides the payload. */
+export interface EventInfo {
+  /** Namespace of the event. */
+  namespace: string;
+  /** Event name. */
+  event: string;
+  /** The server's ack id, when the server waits for an answer (the handler's return value). */
+  ackId?: string;
+}
+
+/**
+ * An event handler. When the server asked for an ack (`Socket::emit_with_ack`), the return
+ * value of the first handler registered for the event (or the value its Promise resolves to)
+ * is the ack's `data` (`undefined` sends no `data`, which the server reads as `null`).
+ *
+ * The protocol has no client→server error message, so a handler that throws (or whose Promise
+ * rejects) answers with the ack data `{"error": "<the error's message>"}`; an event with an ack
+ * id and no handler at all is answered with `{"error": "no handler for \"<event>\" in <namespace>"}`.
+ * An answer is only sent on the connection that carried the request.
+ */
+export type EventHandler<T = any, R = unknown> = (data: T, info: EventInfo) => R | Promise<R>;
+
+/** A client connection to a wsu server; made by {@link connect}. */
+export class WsuClient {
+  /** The current state (starts as `connecting`). */
+  readonly state: ConnectionState;
+
+  /**
+   * Listen to state changes. The initial `connecting` state is announced in a microtask, so a
+   * listener added right after `connect()` sees it. Returns a function that removes the listener.
+   */
+  onState(listener: (event: StateEvent) => void): () => void;
+
+  /**
+   * Listen to `error` messages from the server that do not answer a request of this client
+   * (those reject the request's Promise instead): for example an `emit` to a namespace not
+   * joined. Returns a function that removes the listener.
+   */
+  onError(listener: (error: ServerErrorEvent) => void): () => void;
+
+  /**
+   * Handle the server's `event` in `options.namespace` (default `"/"`); see {@link EventHandler}
+   * for acks. Several handlers may be registered for one event; all are called in order.
+   * Returns a function that removes this handler.
+   */
+  on<T = any, R = unknown>(event: string, handler: EventHandler<T, R>, options?: NamespaceOption): () => void;
+
+  /** Remove a handler added with `on` (every handler of the event when `handler` is omitted). */
+  off(event: string, handler?: EventHandler<any, any>, options?: NamespaceOption): void;
+
+  /**
+   * Send an event without ack. While not connected it is queued in the offline buffer.
+   *
+   * @throws {WsuError} `buffer-full` when the offline buffer is full; `disconnected` after
+   *   `close()`, a refusing close code or giving up.
+   * @throws {TypeError} for an empty event name, a namespace not starting with `/`, or data
+   *   that JSON cannot encode.
+   */
+  emit(event: string, data?: unknown, options?: NamespaceOption): void;
+
+  /**
+   * Send an event with an ack id and resolve with the `data` of the server's `ack` (the
+   * handler's return value). Rejects with a {@link WsuError}: `timeout` (no ack within
+   * `options.timeout`), `disconnected` (the connection closed after the event was sent: it is
+   * not re-sent, since the server may have handled it), `server` (the server answered with an
+   * `error` carrying this ack id: unknown event, invalid payload, the handler's error...),
+   * `buffer-full`; or with a `TypeError` for an invalid name or data that JSON cannot encode.
+   */
+  emitWithAck<R = unknown>(event: string, data?: unknown, options?: AckOptions): Promise<R>;
+
+  /**
+   * Join `room` of `options.namespace` (default `"/"`; the namespace is joined too). Resolves
+   * when the server confirms. The room is remembered and joined again after every reconnection;
+   * called while disconnected, it resolves once joined after reconnecting. Rejects with kind
+   * `server` when the server refuses (the room is then forgotten), `timeout`, or
+   * `disconnected` when the client is closed.
+   */
+  join(room: string, options?: NamespaceOption): Promise<void>;
+
+  /** Leave `room` (forgotten at once: not joined again after reconnecting). Resolves when the
+   * server confirms, or at once while disconnected. */
+  leave(room: string, options?: NamespaceOption): Promise<void>;
+
+  /**
+   * Join a namespace (declared by the server, or allowed by its `allow_namespaces`); its
+   * connect hook may refuse (kind `server`, e.g. `"join refused: bad token"`). Remembered and
+   * joined again after every reconnection, before rooms. The connection is always in `"/"`.
+   */
+  joinNamespace(namespace: string): Promise<void>;
+
+  /** Leave a namespace and all its rooms (all forgotten at once). */
+  leaveNamespace(namespace: string): Promise<void>;
+
+  /**
+   * A JSON ping (`{"type":"ping"}`): resolves with the round-trip time in milliseconds.
+   * Rejects with `disconnected` when not connected, `timeout` after `options.timeout`
+   * (default `ackTimeout`).
+   */
+  ping(options?: { timeout?: number }): Promise<number>;
+
+  /**
+   * Close the connection with code 1000 and `reason` (at most 123 bytes are sent). The client
+   * does not reconnect; pending acks and joins reject with `disconnected`, the offline buffer is
+   * discarded, and the state becomes `disconnected` (code 1000) at once.
+   */
+  close(reason?: string): void;
+}
+
+/**
+ * Open a client. Returns at once: the client connects in the background (state `connecting`),
+ * and emits made meanwhile are buffered.
+ *
+ * @param url `ws://` or `wss://` URL of the server's WebSocket endpoint; `http(s)://` URLs and
+ *   paths relative to the page (`"/ws"`) are converted. Default `"/ws"` on the page's host.
+ * @throws {TypeError} for an invalid URL.
+ */
+export function connect(url?: string, options?: ConnectOptions): WsuClient;
+
+/**
+ * Whether the client reconnects after a close with `code`: true for 1001, 1006, 1011, 1013 and
+ * `4000..=4499`; for 1000 only when `onNormalClose`; false otherwise.
+ */
+export function shouldReconnect(code: number, onNormalClose?: boolean): boolean;
+
+/** The defaults of {@link ConnectOptions}. */
+export const DEFAULTS: Readonly<{
+  reconnect: Readonly<Required<ReconnectOptions>>;
+  ackTimeout: number;
+  offlineBuffer: number;
+}>;
+
+/**
+ * Delay before reconnection attempt `attempt` (1-based) without jitter:
+ * `min(maxDelay, initialDelay * factor^(attempt-1))`.
+ */
+export function backoffDelay(
+  policy: Pick<Required<ReconnectOptions>, 'initialDelay' | 'maxDelay' | 'factor'>,
+  attempt: number,
+): number;
+
+/** `delay` multiplied by a random factor in `[1 - jitter, 1 + jitter]`, within `[0, maxDelay]`. */
+export function withJitter(delay: number, jitter: number, maxDelay: number, random?: () => number): number;
+
+declare const _default: {
+  connect: typeof connect;
+  WsuClient: typeof WsuClient;
+  WsuError: typeof WsuError;
+  DEFAULTS: typeof DEFAULTS;
+  backoffDelay: typeof backoffDelay;
+  withJitter: typeof withJitter;
+  shouldReconnect: typeof shouldReconnect;
+};
+export default _default;

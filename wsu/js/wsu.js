@@ -1,0 +1,709 @@
+// wsu browser client: a dependency-free ES module for wsu servers (and any server speaking the
+// websocketutils wire protocol). Types and documentation: wsu.d.ts next to this file.
+//
+//   import { connect } from '/wsu.js';
+//   const client = connect('/ws');
+//   client.on('chat', (msg) => console.log(msg));
+//   await client.join('lobby');
+//   const answer = await client.emitWithAck('chat', { user: 'ann', message: 'hi' });
+//
+// License: MIT OR Apache-2.0 (as wsu).
+
+/** Default options; see `ConnectOptions` in wsu.d.ts. */
+export const DEFAULTS = Object.freeze({
+  reconnect: Object.freeze({
+    initialDelay: 500,
+    maxDelay: 10000,
+    factor: 2,
+    jitter: 0.5,
+    maxAttempts: Infinity,
+    onNormalClose: false,
+  }),
+  ackTimeout: 5000,
+  offlineBuffer: 256,
+});
+
+const ROOT = '/';
+const NORMAL = 1000;
+const MAX_REASON_BYTES = 123;
+
+/** The error type of every failed client operation; `kind` says what happened. */
+export class WsuError extends Error {
+  /**
+   * @param {'timeout'|'disconnected'|'server'|'buffer-full'} kind
+   * @param {string} message
+   * @param {unknown} [data]
+   */
+  constructor(kind, message, data) {
+    super(message);
+    this.name = 'WsuError';
+    this.kind = kind;
+    this.data = data;
+  }
+}
+
+/**
+ * Open a client connection to a wsu server. Returns at once; the client connects (and
+ * reconnects) in the background. See wsu.d.ts for the options and the API.
+ *
+ * @param {string} [url] ws:, wss:, http:, https: or a path ('/ws'); default: '/ws' of this page.
+ * @param {object} [options]
+ */
+export function connect(url, options) {
+  return new WsuClient(url, options);
+}
+
+/**
+ * Whether the client reconnects after a close with `code` (wsu's `CloseCode::should_reconnect`):
+ * yes for 1001, 1006, 1011, 1013 and 4000-4499; for 1000 only with `onNormalClose`; no otherwise
+ * (4500-4999: refused; 1002, 1005, 1007, 1008, 1009: retrying would fail the same way).
+ */
+export function shouldReconnect(code, onNormalClose = false) {
+  if (code === NORMAL) return onNormalClose;
+  return code === 1001 || code === 1006 || code === 1011 || code === 1013 || (code >= 4000 && code <= 4499);
+}
+
+/** The delay before reconnect attempt `attempt` (1-based), before jitter. */
+export function backoffDelay(policy, attempt) {
+  const raw = policy.initialDelay * Math.pow(policy.factor, Math.max(0, attempt - 1));
+  return Math.min(policy.maxDelay, raw);
+}
+
+/** `delay` randomised by ±`jitter` (a fraction), never negative nor above `maxDelay`. */
+export function withJitter(delay, jitter, maxDelay, random = Math.random) {
+  const j = Math.min(1, Math.max(0, jitter));
+  const d = delay * (1 + j * (2 * random() - 1));
+  return Math.round(Math.min(maxDelay, Math.max(0, d)));
+}
+
+function normaliseNamespace(ns) {
+  if (ns === undefined || ns === null || ns === '') return ROOT;
+  if (typeof ns !== 'string' || ns[0] !== '/') {
+    throw new TypeError(`wsu: a namespace must be a string starting with "/", got ${JSON.stringify(ns)}`);
+  }
+  return ns;
+}
+
+function checkName(what, name) {
+  if (typeof name !== 'string' || name === '') {
+    throw new TypeError(`wsu: ${what} must be a non-empty string`);
+  }
+  return name;
+}
+
+function truncateReason(reason) {
+  let s = String(reason ?? '');
+  const enc = new TextEncoder();
+  while (enc.encode(s).length > MAX_REASON_BYTES) s = s.slice(0, -1);
+  return s;
+}
+
+function resolveUrl(url, query) {
+  const loc = typeof location !== 'undefined' ? location : undefined;
+  let u;
+  if (url === undefined || url === null || url === '') url = '/ws';
+  if (/^(wss?|https?):\/\//i.test(url)) {
+    u = new URL(url);
+  } else if (loc) {
+    u = new URL(url, loc.href);
+  } else {
+    throw new TypeError('wsu: a relative url needs a page (pass ws://host/path)');
+  }
+  if (u.protocol === 'http:') u.protocol = 'ws:';
+  if (u.protocol === 'https:') u.protocol = 'wss:';
+  const q = typeof query === 'function' ? query() : query;
+  if (q) {
+    for (const [k, v] of Object.entries(q)) {
+      if (v !== undefined && v !== null) u.searchParams.set(k, String(v));
+    }
+  }
+  return u.toString();
+}
+
+function toMessage(err) {
+  if (err instanceof Error) return err.message || String(err);
+  if (typeof err === 'string') return err;
+  try {
+    return JSON.stringify(err) ?? String(err);
+  } catch {
+    return String(err);
+  }
+}
+
+/** A client connection; made by `connect`. */
+export class WsuClient {
+  constructor(url, options = {}) {
+    const opts = options ?? {};
+    this._url = url;
+    this._query = opts.query;
+    this._WebSocket = opts.WebSocket ?? globalThis.WebSocket;
+    if (typeof this._WebSocket !== 'function') {
+      throw new TypeError('wsu: no WebSocket implementation (pass options.WebSocket)');
+    }
+    this._reconnect = opts.reconnect === false ? false : { ...DEFAULTS.reconnect, ...(opts.reconnect ?? {}) };
+    this._ackTimeout = opts.ackTimeout ?? DEFAULTS.ackTimeout;
+    this._bufferLimit = opts.offlineBuffer ?? DEFAULTS.offlineBuffer;
+
+    this._state = 'connecting';
+    this._closed = false; // no more connections: client close, a 4500-4999 close, or gave up
+    this._ws = null;
+    this._gen = 0; // bumped for every WebSocket, so late callbacks of an old one are ignored
+    this._open = false; // the current WebSocket is open (rejoin may still be running)
+    this._ready = false; // open and rejoined: emits go out at once
+    this._attempt = 0;
+    this._timer = null;
+    this._nextId = 0;
+
+    this._handlers = new Map(); // "ns\0event" -> [handler]
+    this._stateListeners = new Set();
+    this._errorListeners = new Set();
+    this._requests = new Map(); // ackId -> {resolve, reject, timer, gen, sent}
+    this._buffer = []; // frames waiting for a connection
+    this._pings = []; // FIFO of {resolve, reject, start, timer, done}
+    this._memberships = new Map(); // key -> {namespace, room, waiters}
+
+    resolveUrl(this._url, undefined); // a bad url is the caller's error: throw now
+    this._openSocket();
+    // Announced after the caller had a chance to call onState.
+    queueMicrotask(() => {
+      if (this._state === 'connecting') this._setState({ state: 'connecting' });
+    });
+  }
+
+  /** The current connection state. */
+  get state() {
+    return this._state;
+  }
+
+  /** Listen to state changes; returns a function that removes the listener. */
+  onState(cb) {
+    this._stateListeners.add(cb);
+    return () => this._stateListeners.delete(cb);
+  }
+
+  /** Listen to `error` messages of the server that answer no request of this client. */
+  onError(cb) {
+    this._errorListeners.add(cb);
+    return () => this._errorListeners.delete(cb);
+  }
+
+  /** Handle server events; returns a function that removes the handler. */
+  on(event, handler, options = {}) {
+    const key = this._key(normaliseNamespace(options?.namespace), checkName('event', event));
+    if (typeof handler !== 'function') throw new TypeError('wsu: a handler must be a function');
+    let list = this._handlers.get(key);
+    if (!list) this._handlers.set(key, (list = []));
+    list.push(handler);
+    return () => this.off(event, handler, options);
+  }
+
+  /** Remove a handler added with `on` (all handlers of the event when `handler` is omitted). */
+  off(event, handler, options = {}) {
+    const key = this._key(normaliseNamespace(options?.namespace), event);
+    const list = this._handlers.get(key);
+    if (!list) return;
+    if (handler === undefined) {
+      this._handlers.delete(key);
+      return;
+    }
+    const i = list.indexOf(handler);
+    if (i >= 0) list.splice(i, 1);
+    if (list.length === 0) this._handlers.delete(key);
+  }
+
+  /** Send an event (no ack). Buffered while disconnected; throws WsuError when it cannot be. */
+  emit(event, data, options = {}) {
+    const frame = this._eventFrame(event, data, options?.namespace);
+    this._send(frame, null);
+  }
+
+  /** Send an event and wait for the server's ack. */
+  emitWithAck(event, data, options = {}) {
+    let frame;
+    try {
+      frame = this._eventFrame(event, data, options?.namespace);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    const timeout = options?.timeout ?? this._ackTimeout;
+    return new Promise((resolve, reject) => {
+      const id = this._newId();
+      frame.ackId = id;
+      const req = { resolve, reject, timer: null, gen: -1, sent: false, entry: null };
+      try {
+        this._send(frame, req);
+      } catch (e) {
+        reject(e);
+        return;
+      }
+      this._requests.set(id, req);
+      if (Number.isFinite(timeout)) {
+        req.timer = setTimeout(() => {
+          this._requests.delete(id);
+          if (req.entry) req.entry.cancelled = true;
+          reject(new WsuError('timeout', `no ack for "${frame.event}" within ${timeout} ms`));
+        }, Math.max(0, timeout));
+      }
+    });
+  }
+
+  /** Join a room (of `options.namespace`, default "/"); remembered and re-joined after reconnecting. */
+  join(room, options = {}) {
+    return this._join(normaliseNamespace(options?.namespace), checkName('room', room));
+  }
+
+  /** Leave a room; it is no longer re-joined. */
+  leave(room, options = {}) {
+    return this._leave(normaliseNamespace(options?.namespace), checkName('room', room));
+  }
+
+  /** Join a namespace; remembered and re-joined (before rooms) after reconnecting. */
+  joinNamespace(namespace) {
+    return this._join(normaliseNamespace(namespace), null);
+  }
+
+  /** Leave a namespace and all its rooms; they are no longer re-joined. */
+  leaveNamespace(namespace) {
+    return this._leave(normaliseNamespace(namespace), null);
+  }
+
+  /** A JSON ping; resolves with the round-trip time in milliseconds. */
+  ping(options = {}) {
+    if (!this._open) {
+      return Promise.reject(new WsuError('disconnected', 'not connected'));
+    }
+    const timeout = options?.timeout ?? this._ackTimeout;
+    return new Promise((resolve, reject) => {
+      const p = { resolve, reject, start: now(), timer: null, done: false };
+      this._pings.push(p);
+      if (Number.isFinite(timeout)) {
+        p.timer = setTimeout(() => {
+          // Stays in the queue: its pong, if it ever comes, must not answer a later ping.
+          p.done = true;
+          reject(new WsuError('timeout', `no pong within ${timeout} ms`));
+        }, Math.max(0, timeout));
+      }
+      this._raw({ type: 'ping', namespace: ROOT });
+    });
+  }
+
+  /** Close with code 1000 and `reason`; the client does not reconnect. */
+  close(reason = '') {
+    if (this._closed && !this._ws) return;
+    const ws = this._ws;
+    this._finish('client closed');
+    if (ws) {
+      try {
+        ws.close(NORMAL, truncateReason(reason));
+      } catch {
+        // already closing
+      }
+    }
+    this._setState({ state: 'disconnected', code: NORMAL, reason: String(reason ?? ''), willReconnect: false });
+  }
+
+  // ---- internals ----
+
+  _key(namespace, name) {
+    return `${namespace}\u0000${name}`;
+  }
+
+  _newId() {
+    this._nextId += 1;
+    return String(this._nextId);
+  }
+
+  _eventFrame(event, data, namespace) {
+    const frame = { type: 'event', namespace: normaliseNamespace(namespace), event: checkName('event', event) };
+    if (data !== undefined) frame.data = data;
+    return frame;
+  }
+
+  _setState(change) {
+    this._state = change.state;
+    const ev = { attempt: this._attempt, ...change };
+    for (const cb of [...this._stateListeners]) {
+      try {
+        cb(ev);
+      } catch (e) {
+        reportLater(e);
+      }
+    }
+  }
+
+  _emitError(err) {
+    for (const cb of [...this._errorListeners]) {
+      try {
+        cb(err);
+      } catch (e) {
+        reportLater(e);
+      }
+    }
+  }
+
+  _raw(msg) {
+    this._ws.send(JSON.stringify(msg));
+  }
+
+  /** Send now when ready, else buffer; `req` is the ack request, if any. */
+  _send(frame, req) {
+    // Encoded at once: data that JSON cannot encode fails here, not at flush time.
+    const text = JSON.stringify(frame);
+    if (this._ready) {
+      if (req) {
+        req.gen = this._gen;
+        req.sent = true;
+      }
+      this._ws.send(text);
+      return;
+    }
+    if (this._closed) {
+      throw new WsuError('disconnected', 'the client is closed');
+    }
+    const live = this._buffer.filter((e) => !e.cancelled).length;
+    if (live >= this._bufferLimit) {
+      throw new WsuError('buffer-full', `offline buffer full (${this._bufferLimit} messages)`);
+    }
+    const entry = { text, req, cancelled: false };
+    if (req) req.entry = entry;
+    this._buffer.push(entry);
+  }
+
+  _flush() {
+    const entries = this._buffer;
+    this._buffer = [];
+    for (const e of entries) {
+      if (e.cancelled) continue;
+      if (e.req) {
+        e.req.gen = this._gen;
+        e.req.sent = true;
+        e.req.entry = null;
+      }
+      this._ws.send(e.text);
+    }
+  }
+
+  _openSocket() {
+    this._gen += 1;
+    const gen = this._gen;
+    let ws;
+    try {
+      ws = new this._WebSocket(resolveUrl(this._url, this._query));
+    } catch (e) {
+      // A malformed URL is not worth retrying.
+      this._finish('invalid url');
+      this._setState({ state: 'gave-up', code: 0, reason: toMessage(e), willReconnect: false });
+      return;
+    }
+    this._ws = ws;
+    ws.binaryType = 'arraybuffer';
+    ws.onopen = () => {
+      if (gen === this._gen) this._onOpen(gen);
+    };
+    ws.onmessage = (ev) => {
+      if (gen === this._gen) this._onMessage(ev.data);
+    };
+    ws.onclose = (ev) => {
+      if (gen === this._gen) this._onClose(ev.code, ev.reason);
+    };
+    ws.onerror = () => {
+      // Always followed by a close event.
+    };
+  }
+
+  async _onOpen(gen) {
+    this._open = true;
+    // Namespaces first, then rooms (a room join also joins its namespace, but a namespace's
+    // connect hook must decide before its rooms are entered).
+    const all = [...this._memberships.values()];
+    const ordered = [...all.filter((m) => m.room === null), ...all.filter((m) => m.room !== null)];
+    const joins = ordered.map((m) => this._rejoin(m));
+    await Promise.all(joins);
+    if (gen !== this._gen || !this._open) return;
+    const attempt = this._attempt;
+    this._attempt = 0;
+    this._ready = true;
+    this._flush();
+    this._setState({ state: 'connected', attempt });
+  }
+
+  async _rejoin(m) {
+    try {
+      await this._membershipRequest('join', m.namespace, m.room);
+      this._settleWaiters(m, null);
+    } catch (e) {
+      if (e.kind === 'disconnected') return; // kept: tried again on the next connection
+      if (e.kind === 'server' && this._memberships.get(this._mkey(m.namespace, m.room)) === m) {
+        this._memberships.delete(this._mkey(m.namespace, m.room)); // refused: not retried
+      }
+      this._settleWaiters(m, e);
+    }
+  }
+
+  _settleWaiters(m, err) {
+    const waiters = m.waiters;
+    m.waiters = [];
+    for (const w of waiters) {
+      if (err) w.reject(err);
+      else w.resolve();
+    }
+  }
+
+  _mkey(namespace, room) {
+    return room === null ? namespace : `${namespace}\u0000${room}`;
+  }
+
+  /** Send a join/leave with an ack id on the open socket; resolves on the server's ack. */
+  _membershipRequest(type, namespace, room) {
+    return new Promise((resolve, reject) => {
+      if (!this._open) {
+        reject(new WsuError('disconnected', 'not connected'));
+        return;
+      }
+      const id = this._newId();
+      const req = { resolve, reject, timer: null, gen: this._gen, sent: true, entry: null };
+      this._requests.set(id, req);
+      if (Number.isFinite(this._ackTimeout)) {
+        req.timer = setTimeout(() => {
+          this._requests.delete(id);
+          reject(new WsuError('timeout', `no answer to ${type} within ${this._ackTimeout} ms`));
+        }, Math.max(0, this._ackTimeout));
+      }
+      const msg = { type, namespace };
+      if (room !== null) msg.room = room;
+      msg.ackId = id;
+      this._raw(msg);
+    });
+  }
+
+  _join(namespace, room) {
+    const key = this._mkey(namespace, room);
+    let m = this._memberships.get(key);
+    if (!m) {
+      m = { namespace, room, waiters: [] };
+      this._memberships.set(key, m);
+    }
+    if (this._closed) {
+      return Promise.reject(new WsuError('disconnected', 'the client is closed'));
+    }
+    const wait = () => new Promise((resolve, reject) => m.waiters.push({ resolve, reject }));
+    if (!this._open) return wait();
+    return this._membershipRequest('join', namespace, room).then(
+      () => {
+        this._settleWaiters(m, null);
+      },
+      (e) => {
+        if (e.kind === 'disconnected' && !this._closed && this._memberships.get(key) === m) {
+          return wait(); // sent but not answered: settled by the rejoin
+        }
+        if (e.kind === 'server' && this._memberships.get(key) === m) this._memberships.delete(key);
+        throw e;
+      },
+    );
+  }
+
+  _leave(namespace, room) {
+    const drop = (key) => {
+      const m = this._memberships.get(key);
+      if (!m) return;
+      this._memberships.delete(key);
+      this._settleWaiters(m, new WsuError('disconnected', 'left before the join was confirmed'));
+    };
+    drop(this._mkey(namespace, room));
+    if (room === null) {
+      for (const m of [...this._memberships.values()]) {
+        if (m.namespace === namespace) drop(this._mkey(m.namespace, m.room));
+      }
+    }
+    if (!this._open) return Promise.resolve();
+    return this._membershipRequest('leave', namespace, room).then(() => undefined);
+  }
+
+  _onMessage(raw) {
+    let msg;
+    try {
+      msg = JSON.parse(typeof raw === 'string' ? raw : new TextDecoder().decode(raw));
+    } catch {
+      this._emitError({ namespace: ROOT, message: 'invalid message from the server' });
+      return;
+    }
+    if (!msg || typeof msg !== 'object') return;
+    const namespace = msg.namespace || ROOT;
+    switch (msg.type) {
+      case 'event':
+        this._onEvent(namespace, msg);
+        break;
+      case 'ack': {
+        const req = this._takeRequest(msg.ackId);
+        if (req) req.resolve(msg.data);
+        break;
+      }
+      case 'error': {
+        const req = this._takeRequest(msg.ackId);
+        const text = typeof msg.error === 'string' ? msg.error : 'error';
+        if (req) {
+          req.reject(new WsuError('server', text, msg.data));
+        } else {
+          const err = { namespace, message: text };
+          if (typeof msg.event === 'string') err.event = msg.event;
+          if (msg.data !== undefined) err.data = msg.data;
+          this._emitError(err);
+        }
+        break;
+      }
+      case 'pong':
+        this._onPong();
+        break;
+      case 'ping':
+        if (this._open) this._raw({ type: 'pong', namespace });
+        break;
+      default:
+        break;
+    }
+  }
+
+  _takeRequest(id) {
+    if (typeof id !== 'string') return null;
+    const req = this._requests.get(id);
+    if (!req) return null;
+    this._requests.delete(id);
+    if (req.timer) clearTimeout(req.timer);
+    return req;
+  }
+
+  _onPong() {
+    const p = this._pings.shift();
+    if (!p || p.done) return;
+    p.done = true;
+    if (p.timer) clearTimeout(p.timer);
+    p.resolve(now() - p.start);
+  }
+
+  _onEvent(namespace, msg) {
+    const list = this._handlers.get(this._key(namespace, msg.event)) ?? [];
+    const info = { namespace, event: msg.event, ackId: msg.ackId };
+    const ackId = typeof msg.ackId === 'string' ? msg.ackId : undefined;
+    const gen = this._gen;
+    let answer;
+    if (list.length === 0) {
+      answer = Promise.reject(new Error(`no handler for "${msg.event}" in ${namespace}`));
+    } else {
+      for (const [i, handler] of [...list].entries()) {
+        let out;
+        try {
+          out = Promise.resolve(handler(msg.data, info));
+        } catch (e) {
+          out = Promise.reject(e);
+        }
+        if (i === 0) answer = out;
+        else out.catch(reportLater);
+      }
+    }
+    if (ackId === undefined) {
+      answer.catch((e) => {
+        if (list.length > 0) reportLater(e);
+      });
+      return;
+    }
+    const reply = (data) => {
+      // An ack id belongs to the connection that carried it.
+      if (gen !== this._gen || !this._open) return;
+      const frame = { type: 'ack', namespace, event: msg.event, ackId };
+      if (data !== undefined) frame.data = data;
+      try {
+        this._raw(frame);
+      } catch (e) {
+        this._raw({ type: 'ack', namespace, event: msg.event, ackId, data: { error: toMessage(e) } });
+      }
+    };
+    answer.then(reply, (e) => reply({ error: toMessage(e) }));
+  }
+
+  _onClose(code, reason) {
+    const wasOpen = this._open;
+    this._ws = null;
+    this._open = false;
+    this._ready = false;
+    this._failInFlight(new WsuError('disconnected', `connection closed (${code}${reason ? `: ${reason}` : ''})`));
+    const final = !this._reconnect || !shouldReconnect(code, this._reconnect.onNormalClose);
+    if (final) {
+      this._finish(`connection closed (${code})`);
+      this._setState({ state: 'disconnected', code, reason, willReconnect: false });
+      return;
+    }
+    if (wasOpen) {
+      this._setState({ state: 'disconnected', code, reason, willReconnect: true });
+    }
+    this._scheduleReconnect(code, reason);
+  }
+
+  _scheduleReconnect(code, reason) {
+    const policy = this._reconnect;
+    if (this._attempt >= policy.maxAttempts) {
+      this._finish('gave up reconnecting');
+      this._setState({ state: 'gave-up', code, reason, willReconnect: false });
+      return;
+    }
+    this._attempt += 1;
+    const delay = withJitter(backoffDelay(policy, this._attempt), policy.jitter, policy.maxDelay);
+    this._setState({ state: 'reconnecting', code, reason, delay, willReconnect: true });
+    this._timer = setTimeout(() => {
+      this._timer = null;
+      if (!this._closed) this._openSocket();
+    }, delay);
+  }
+
+  /** Reject what was sent on the connection that just ended (buffered emits stay). */
+  _failInFlight(err) {
+    for (const [id, req] of [...this._requests]) {
+      if (req.sent) {
+        this._requests.delete(id);
+        if (req.timer) clearTimeout(req.timer);
+        req.reject(err);
+      }
+    }
+    const pings = this._pings;
+    this._pings = [];
+    for (const p of pings) {
+      if (p.done) continue;
+      p.done = true;
+      if (p.timer) clearTimeout(p.timer);
+      p.reject(err);
+    }
+  }
+
+  /** No more connections: fail everything that waits. */
+  _finish(why) {
+    this._closed = true;
+    if (this._timer) {
+      clearTimeout(this._timer);
+      this._timer = null;
+    }
+    this._gen += 1; // ignore the callbacks of the current WebSocket
+    this._ws = null;
+    this._open = false;
+    this._ready = false;
+    const err = new WsuError('disconnected', why);
+    for (const [, req] of this._requests) {
+      if (req.timer) clearTimeout(req.timer);
+      req.reject(err);
+    }
+    this._requests.clear();
+    this._buffer = [];
+    this._failInFlight(err);
+    for (const m of this._memberships.values()) this._settleWaiters(m, err);
+  }
+}
+
+function now() {
+  return typeof performance !== 'undefined' ? performance.now() : Date.now();
+}
+
+function reportLater(e) {
+  // A listener's or handler's own error: surface it like an uncaught one, without breaking us.
+  setTimeout(() => {
+    throw e;
+  }, 0);
+}
+
+export default { connect, WsuClient, WsuError, DEFAULTS, backoffDelay, withJitter, shouldReconnect };

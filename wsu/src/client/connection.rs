@@ -1,0 +1,558 @@
+//! The task that owns the client's WebSocket: one connection at a time, reconnection with
+//! backoff, rejoin, and the `select!` loop over the socket, the outbound queue, handler answers,
+//! heartbeats and the close request.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
+use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message, Utf8Bytes};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async_with_config};
+
+use super::backoff::Backoff;
+use super::buffer::{Outbound, Waiter};
+use super::handlers::{Answer, IncomingEvent};
+use super::memberships::Membership;
+use super::pending::{Pending, PendingAck};
+use super::shared::Common;
+use super::{ClientAckError, ClientError, ConnectionState, ErrorEvent, StateEvent, frames};
+use crate::CloseCode;
+use crate::protocol::MessageType;
+use crate::protocol::envelope::decode;
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Longest time one write or flush may take before the connection is considered lost.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long to wait for the server's close frame after sending ours (and to send ours).
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Most queued messages written before one flush.
+const MAX_BATCH: usize = 64;
+
+/// How a connection ended.
+#[derive(Debug)]
+struct Ended {
+    code: Option<u16>,
+    reason: String,
+    kind: EndKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EndKind {
+    /// The server closed it, or it dropped.
+    Lost,
+    /// The server did not accept it within the connect timeout.
+    NotAccepted,
+    /// [`Client::close`](super::Client::close), or every handle was dropped.
+    ClosedByClient,
+}
+
+impl Ended {
+    fn lost(code: Option<u16>, reason: impl Into<String>) -> Self {
+        Ended {
+            code,
+            reason: reason.into(),
+            kind: EndKind::Lost,
+        }
+    }
+}
+
+/// The result of a connection attempt.
+enum Opened {
+    Ws(Box<Ws>),
+    Failed(ClientError),
+    /// A close was requested meanwhile.
+    Closing,
+}
+
+/// One open WebSocket and its per-connection state.
+struct Link {
+    ws: Box<Ws>,
+    dirty: bool,
+    last_seen: Instant,
+    /// Rejoin requests (the acceptance probe included) not answered yet.
+    rejoin_left: usize,
+}
+
+impl Link {
+    /// Queues a message in the socket's write buffer (flushed at the end of the loop turn).
+    async fn feed(&mut self, msg: Message) -> Result<(), Ended> {
+        self.dirty = true;
+        match tokio::time::timeout(WRITE_TIMEOUT, self.ws.feed(msg)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Ended::lost(None, format!("write failed: {e}"))),
+            Err(_) => Err(Ended::lost(None, "write timeout")),
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), Ended> {
+        self.dirty = false;
+        match tokio::time::timeout(WRITE_TIMEOUT, self.ws.flush()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Ended::lost(None, format!("write failed: {e}"))),
+            Err(_) => Err(Ended::lost(None, "write timeout")),
+        }
+    }
+}
+
+/// Resolves once a close was requested (or every handle is gone).
+async fn closing(rx: &mut watch::Receiver<Option<String>>) {
+    let _ = rx.wait_for(Option::is_some).await;
+}
+
+/// The connection task of one client (it outlives each connection).
+pub(crate) struct Driver {
+    pub(crate) common: Arc<Common>,
+    pub(crate) outbox: mpsc::Receiver<Outbound>,
+    pub(crate) close: watch::Receiver<Option<String>>,
+    pub(crate) events: mpsc::Sender<IncomingEvent>,
+    pub(crate) answers: mpsc::Receiver<Answer>,
+    pub(crate) backoff: Option<Backoff>,
+    pub(crate) epoch: u64,
+    pub(crate) pending: Pending,
+}
+
+impl Driver {
+    /// Connects, reports the first connection's outcome on `first`, then keeps the client
+    /// connected until it is closed or gives up.
+    pub(crate) async fn run(mut self, first: oneshot::Sender<Result<(), ClientError>>) {
+        let mut first = Some(first);
+        let mut ws = match self.open().await {
+            Opened::Ws(ws) => ws,
+            Opened::Failed(e) => return self.fail_first(first, e),
+            Opened::Closing => return self.fail_first(first, ClientError::Closed),
+        };
+        let mut attempt: u32 = 0;
+        loop {
+            let (ended, was_ready) = self.connection(ws, &mut first).await;
+            self.pending.fail_all();
+            if let Some(first) = first.take() {
+                let error = match ended.kind {
+                    EndKind::ClosedByClient => ClientError::Closed,
+                    EndKind::NotAccepted => ClientError::Timeout,
+                    EndKind::Lost => ClientError::Refused {
+                        code: ended.code,
+                        reason: ended.reason,
+                    },
+                };
+                return self.fail_first(Some(first), error);
+            }
+            if was_ready {
+                attempt = 0;
+            }
+            let reconnect =
+                ended.kind != EndKind::ClosedByClient && self.should_reconnect(ended.code);
+            // The state changes before the event is reported, so that nobody sees `Connected`
+            // after the connection ended.
+            self.common.set_state(if reconnect {
+                ConnectionState::Reconnecting {
+                    attempt: attempt + 1,
+                }
+            } else {
+                ConnectionState::Closed
+            });
+            self.common.report(StateEvent::Disconnected {
+                code: ended.code,
+                reason: ended.reason,
+            });
+            if !reconnect {
+                return self.finish();
+            }
+            ws = loop {
+                attempt += 1;
+                let Some(backoff) = self.backoff.as_mut() else {
+                    return self.finish();
+                };
+                if backoff
+                    .policy()
+                    .max_attempts
+                    .is_some_and(|max| attempt > max)
+                {
+                    self.common.set_state(ConnectionState::Closed);
+                    self.common.report(StateEvent::GaveUp);
+                    return self.finish();
+                }
+                let delay = backoff.delay(attempt);
+                self.common
+                    .set_state(ConnectionState::Reconnecting { attempt });
+                self.common
+                    .report(StateEvent::Reconnecting { attempt, delay });
+                let waited = tokio::select! {
+                    () = tokio::time::sleep(delay) => true,
+                    () = closing(&mut self.close) => false,
+                };
+                if !waited {
+                    return self.finish();
+                }
+                match self.open().await {
+                    Opened::Ws(ws) => break ws,
+                    Opened::Failed(error) => {
+                        tracing::debug!(attempt, %error, "reconnection attempt failed");
+                    }
+                    Opened::Closing => return self.finish(),
+                }
+            };
+        }
+    }
+
+    /// Whether to reconnect after a connection ended with `code`.
+    fn should_reconnect(&self, code: Option<u16>) -> bool {
+        let Some(backoff) = &self.backoff else {
+            return false;
+        };
+        match code {
+            None => true,
+            Some(1000) => backoff.policy().on_normal_close,
+            Some(code) => CloseCode::new(code).should_reconnect(),
+        }
+    }
+
+    fn fail_first(self, first: Option<oneshot::Sender<Result<(), ClientError>>>, e: ClientError) {
+        if let Some(first) = first {
+            let _ = first.send(Err(e));
+        }
+        self.finish();
+    }
+
+    /// The client is closed for good: refuse new messages, drop the buffered ones (their
+    /// waiters fail with `Closed`), and let the handler task end.
+    fn finish(mut self) {
+        self.common.set_state(ConnectionState::Closed);
+        self.outbox.close();
+        while self.outbox.try_recv().is_ok() {}
+    }
+
+    /// One connection attempt: TCP, then the WebSocket handshake, within the connect timeout.
+    async fn open(&mut self) -> Opened {
+        let config = &self.common.config;
+        let request = match config.request() {
+            Ok(request) => request,
+            Err(e) => return Opened::Failed(e),
+        };
+        let attempt = tokio::time::timeout(
+            config.connect_timeout,
+            connect_async_with_config(request, None, true),
+        );
+        tokio::select! {
+            result = attempt => match result {
+                Ok(Ok((ws, _response))) => Opened::Ws(Box::new(ws)),
+                Ok(Err(e)) => Opened::Failed(connect_error(e)),
+                Err(_) => Opened::Failed(ClientError::Timeout),
+            },
+            () = closing(&mut self.close) => Opened::Closing,
+        }
+    }
+
+    /// Runs one connection to its end. Returns how it ended and whether it became ready.
+    async fn connection(
+        &mut self,
+        ws: Box<Ws>,
+        first: &mut Option<oneshot::Sender<Result<(), ClientError>>>,
+    ) -> (Ended, bool) {
+        self.epoch += 1;
+        let common = self.common.clone();
+        let config = &common.config;
+        let mut link = Link {
+            ws,
+            dirty: false,
+            last_seen: Instant::now(),
+            rejoin_left: 0,
+        };
+        if let Err(ended) = self.send_rejoins(&mut link).await {
+            return (ended, false);
+        }
+        let mut ready = false;
+        let accept_deadline = tokio::time::sleep(config.connect_timeout);
+        tokio::pin!(accept_deadline);
+        let mut ping =
+            tokio::time::interval_at(Instant::now() + config.ping_interval, config.ping_interval);
+        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let read_deadline = tokio::time::sleep_until(link.last_seen + config.read_timeout);
+        tokio::pin!(read_deadline);
+
+        loop {
+            let step: Result<(), Ended> = tokio::select! {
+                () = closing(&mut self.close) => {
+                    let reason = self.close.borrow().clone();
+                    let reason = reason.unwrap_or_else(|| "client dropped".to_owned());
+                    return (self.close_link(&mut link, ready, reason).await, ready);
+                }
+                msg = link.ws.next() => self.on_message(&mut link, msg).await,
+                Some((epoch, frame)) = self.answers.recv() => {
+                    if epoch == self.epoch {
+                        link.feed(Message::Text(frame)).await
+                    } else {
+                        // The request came from a connection that is gone.
+                        Ok(())
+                    }
+                }
+                item = self.outbox.recv(), if ready => match item {
+                    Some(item) => self.write_batch(&mut link, item).await,
+                    None => {
+                        let reason = "client dropped".to_owned();
+                        return (self.close_link(&mut link, ready, reason).await, ready);
+                    }
+                },
+                _ = ping.tick() => link.feed(Message::Ping(Bytes::new())).await,
+                () = &mut read_deadline => {
+                    let due = link.last_seen + config.read_timeout;
+                    if Instant::now() >= due {
+                        Err(Ended::lost(None, "heartbeat timeout"))
+                    } else {
+                        read_deadline.as_mut().reset(due);
+                        Ok(())
+                    }
+                }
+                () = &mut accept_deadline, if !ready => Err(Ended {
+                    code: None,
+                    reason: "the server did not accept the connection in time".to_owned(),
+                    kind: EndKind::NotAccepted,
+                }),
+            };
+            if let Err(ended) = step {
+                return (ended, ready);
+            }
+            if !ready && link.rejoin_left == 0 {
+                ready = true;
+                common.set_state(ConnectionState::Connected);
+                common.report(StateEvent::Connected);
+                if let Some(first) = first.take() {
+                    let _ = first.send(Ok(()));
+                }
+            }
+            if link.dirty {
+                if let Err(ended) = link.flush().await {
+                    return (ended, ready);
+                }
+            }
+        }
+    }
+
+    /// Writes the acceptance probe (a `join` of `/`, a no-op that the server answers only once
+    /// its connect hooks have accepted the connection), then joins every remembered namespace,
+    /// then every remembered room.
+    async fn send_rejoins(&mut self, link: &mut Link) -> Result<(), Ended> {
+        let mut rejoins = vec![None];
+        rejoins.extend(
+            self.common
+                .with_memberships(|m| m.to_rejoin())
+                .into_iter()
+                .map(Some),
+        );
+        for membership in rejoins {
+            let id = self.common.next_ack_id();
+            let frame = match &membership {
+                None => frames::membership(MessageType::Join, "/", None, &id),
+                Some(Membership::Namespace(ns)) => {
+                    frames::membership(MessageType::Join, ns, None, &id)
+                }
+                Some(Membership::Room(ns, room)) => {
+                    frames::membership(MessageType::Join, ns, Some(room), &id)
+                }
+            };
+            self.pending
+                .insert(id.into(), PendingAck::Rejoin(membership));
+            link.rejoin_left += 1;
+            link.feed(Message::Text(frame)).await?;
+        }
+        link.flush().await
+    }
+
+    /// Handles one item from the socket.
+    async fn on_message(
+        &mut self,
+        link: &mut Link,
+        msg: Option<Result<Message, WsError>>,
+    ) -> Result<(), Ended> {
+        let msg = match msg {
+            None => return Err(Ended::lost(None, "connection closed")),
+            Some(Err(e)) => return Err(Ended::lost(None, format!("connection lost: {e}"))),
+            Some(Ok(msg)) => msg,
+        };
+        link.last_seen = Instant::now();
+        match msg {
+            Message::Text(text) => self.on_frame(link, text.as_bytes()).await,
+            Message::Binary(bytes) => self.on_frame(link, &bytes).await,
+            // tungstenite queued the pong: flush it.
+            Message::Ping(_) => {
+                link.dirty = true;
+                Ok(())
+            }
+            Message::Pong(_) | Message::Frame(_) => Ok(()),
+            Message::Close(frame) => {
+                // tungstenite queued the close reply: send it.
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, link.ws.flush()).await;
+                Err(match frame {
+                    Some(f) => Ended::lost(Some(u16::from(f.code)), f.reason.to_string()),
+                    None => Ended::lost(Some(CloseCode::NO_STATUS.as_u16()), ""),
+                })
+            }
+        }
+    }
+
+    /// Handles one server message.
+    async fn on_frame(&mut self, link: &mut Link, bytes: &[u8]) -> Result<(), Ended> {
+        let msg = match decode(bytes) {
+            Ok(msg) => msg,
+            Err(e) => {
+                tracing::warn!(error = %e.message, "ignoring a server message that does not decode");
+                return Ok(());
+            }
+        };
+        match msg.kind {
+            Some(MessageType::Event) => {
+                let Some(event) = msg.event else {
+                    return Ok(());
+                };
+                let incoming = IncomingEvent {
+                    epoch: self.epoch,
+                    namespace: msg.namespace.into(),
+                    event: event.into(),
+                    data: msg.data.map(ToOwned::to_owned),
+                    ack_id: msg.ack_id.map(Into::into),
+                };
+                // When the handlers are behind, wait: the socket is not read meanwhile.
+                let _ = self.events.send(incoming).await;
+            }
+            Some(MessageType::Ack) => {
+                let Some(id) = msg.ack_id.as_deref() else {
+                    return Ok(());
+                };
+                match self.pending.take(id) {
+                    Some(PendingAck::Request(tx)) => {
+                        let _ = tx.send(Ok(msg.data.map(ToOwned::to_owned)));
+                    }
+                    Some(PendingAck::Rejoin(_)) => link.rejoin_left -= 1,
+                    None => {}
+                }
+            }
+            Some(MessageType::Error) => {
+                let message = frames::error_text(bytes);
+                let data = msg.data.map(ToOwned::to_owned);
+                match msg.ack_id.as_deref().and_then(|id| self.pending.take(id)) {
+                    Some(PendingAck::Request(tx)) => {
+                        let _ = tx.send(Err(ClientAckError::Server { message, data }));
+                    }
+                    Some(PendingAck::Rejoin(membership)) => {
+                        link.rejoin_left -= 1;
+                        self.rejoin_failed(membership, message, data);
+                    }
+                    None => self.common.report_error(ErrorEvent::Server {
+                        namespace: msg.namespace.into_owned(),
+                        event: msg.event.map(|e| e.into_owned()),
+                        message,
+                        data,
+                    }),
+                }
+            }
+            Some(MessageType::Pong) => self.pending.pong(),
+            Some(MessageType::Ping) => {
+                let pong = frames::ping_pong(MessageType::Pong, &msg.namespace);
+                link.feed(Message::Text(pong)).await?;
+            }
+            Some(MessageType::Join | MessageType::Leave) | None => {}
+        }
+        Ok(())
+    }
+
+    /// A rejoin was refused: forget the membership and tell the application.
+    fn rejoin_failed(
+        &self,
+        membership: Option<Membership>,
+        message: String,
+        data: Option<Box<serde_json::value::RawValue>>,
+    ) {
+        let Some(membership) = membership else {
+            // The acceptance probe itself (only if `/` cannot be joined).
+            self.common.report_error(ErrorEvent::Server {
+                namespace: "/".to_owned(),
+                event: None,
+                message,
+                data,
+            });
+            return;
+        };
+        self.common.with_memberships(|m| m.remove(&membership));
+        let (namespace, room) = match membership {
+            Membership::Namespace(ns) => (ns.into(), None),
+            Membership::Room(ns, room) => (ns.into(), Some(room.into())),
+        };
+        self.common.report_error(ErrorEvent::RejoinFailed {
+            namespace,
+            room,
+            message,
+        });
+    }
+
+    /// Writes `first` and whatever else is queued, up to one batch.
+    async fn write_batch(&mut self, link: &mut Link, first: Outbound) -> Result<(), Ended> {
+        self.write(link, first).await?;
+        for _ in 1..MAX_BATCH {
+            match self.outbox.try_recv() {
+                Ok(item) => self.write(link, item).await?,
+                Err(_) => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes one queued message, registering who waits for its answer. A request whose caller
+    /// already gave up (timed out while buffered) is not sent at all.
+    async fn write(&mut self, link: &mut Link, item: Outbound) -> Result<(), Ended> {
+        match item.waiter {
+            Some(waiter) if waiter.is_abandoned() => return Ok(()),
+            Some(Waiter::Ack { id, tx }) => self.pending.insert(id, PendingAck::Request(tx)),
+            Some(Waiter::Pong(tx)) => self.pending.push_ping(tx),
+            None => {}
+        }
+        link.feed(Message::Text(item.frame)).await
+    }
+
+    /// Closes the connection at the client's request: writes what is queued (when ready), sends
+    /// a close frame with 1000 and the reason, and waits a little for the server's answer.
+    async fn close_link(&mut self, link: &mut Link, ready: bool, reason: String) -> Ended {
+        self.outbox.close();
+        if ready {
+            while let Ok(item) = self.outbox.try_recv() {
+                if self.write(link, item).await.is_err() {
+                    break;
+                }
+            }
+        }
+        let reason = crate::socket::truncate_reason(&reason);
+        let frame = CloseFrame {
+            code: WsCloseCode::Normal,
+            reason: Utf8Bytes::from(reason.clone()),
+        };
+        let sent = tokio::time::timeout(CLOSE_TIMEOUT, link.ws.close(Some(frame))).await;
+        if matches!(sent, Ok(Ok(()))) {
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+                while let Some(Ok(msg)) = link.ws.next().await {
+                    if matches!(msg, Message::Close(_)) {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
+        Ended {
+            code: Some(CloseCode::NORMAL.as_u16()),
+            reason,
+            kind: EndKind::ClosedByClient,
+        }
+    }
+}
+
+/// A failed connection attempt as a [`ClientError`].
+fn connect_error(e: WsError) -> ClientError {
+    match e {
+        WsError::Http(response) => ClientError::Http(response.status().as_u16()),
+        WsError::Url(e) => ClientError::InvalidRequest(e.to_string()),
+        other => ClientError::Connect(Box::new(other)),
+    }
+}

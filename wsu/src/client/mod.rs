@@ -1,0 +1,142 @@
+//! A Rust client for wsu servers (feature `client`): emit and typed acks in both directions,
+//! namespaces and rooms, automatic reconnection with backoff and rejoin, an offline buffer and
+//! connection state events.
+//!
+//! It speaks the protocol of `PROTOCOL.md` with the same envelope encoder and name rules as the
+//! server, and the handlers use the same payload and ack types as server handlers.
+//!
+//! ```
+//! use serde::{Deserialize, Serialize};
+//! use wsu::client::Client;
+//! use wsu::{Json, Server, Socket};
+//!
+//! #[derive(Debug, Deserialize, Serialize)]
+//! struct Chat {
+//!     user: String,
+//!     message: String,
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // A server: `chat` is broadcast to the lobby and acked with the message count.
+//! let server = Server::builder()
+//!     .on("chat", |socket: Socket, msg: Chat| async move {
+//!         socket.to("lobby").emit("chat", &msg)?;
+//!         Ok::<_, wsu::SendError>(Json(msg.message.len()))
+//!     })
+//!     .build()?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let url = format!("ws://{}/ws", listener.local_addr()?);
+//! tokio::spawn({
+//!     let server = server.clone();
+//!     async move { server.serve(listener).await }
+//! });
+//!
+//! // A client with a typed handler.
+//! let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+//! let listener_client = Client::builder(url.as_str())
+//!     .on("chat", move |msg: Chat| {
+//!         let tx = tx.clone();
+//!         async move {
+//!             let _ = tx.send(msg);
+//!         }
+//!     })
+//!     .connect()
+//!     .await?;
+//! listener_client.join("lobby").await?; // resolves when the server has joined it
+//!
+//! let client = Client::builder(url.as_str()).connect().await?;
+//! let chat = Chat { user: "ann".into(), message: "hello".into() };
+//! let len: usize = client.emit_with_ack("chat", &chat).await?; // typed ack
+//! assert_eq!(len, 5);
+//! assert_eq!(rx.recv().await.map(|m| m.message).as_deref(), Some("hello"));
+//!
+//! client.close("bye").await;
+//! listener_client.close("bye").await;
+//! server.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Connecting
+//! [`Client::builder`] takes a `ws://` URL (TLS is not built in: put a TLS-terminating proxy in
+//! front of `wss://` servers, as for the server side). [`ClientBuilder::header`] and
+//! [`ClientBuilder::query`] add credentials, sent again on every reconnection.
+//! [`ClientBuilder::connect`] resolves once the server has *accepted* the connection (its connect
+//! hooks ran); a refusal (close `4500`) is returned as [`ClientError::Refused`]. The first
+//! attempt is not retried.
+//!
+//! # Events and acks
+//! - [`Client::emit`] sends an event; [`Client::emit_with_ack`] waits for the server handler's
+//!   return value, decoded as your type, within the ack timeout (default 5 s).
+//!   [`Client::emit_with_ack_retry`] re-sends with a fresh `ackId` after a timeout. A handler's
+//!   `Err` arrives as [`ClientAckError::Server`] with its message and typed body.
+//! - [`ClientBuilder::on`] / [`ClientBuilder::on_ns`] register typed handlers. Their return value
+//!   answers a server's `Socket::emit_with_ack` like a server handler's ([`IntoAck`](crate::IntoAck):
+//!   `()`, [`Json`](crate::Json), `Result`). Handlers run one at a time in arrival order.
+//! - Events without a handler go to [`ClientBuilder::on_any`] or are ignored; `error` messages
+//!   that answer no pending request go to [`ClientBuilder::on_error`].
+//!
+//! # Namespaces and rooms
+//! [`Client::join`] / [`Client::leave`] (rooms of the handle's namespace, `/` by default),
+//! [`Client::join_namespace`] / [`Client::leave_namespace`], and [`Client::of`] for a handle
+//! scoped to another namespace. Each carries an `ackId` and resolves with the server's answer.
+//! The client remembers its memberships and joins them again after reconnecting.
+//!
+//! # Reconnection
+//! When a connection is lost the client reconnects with exponential backoff and jitter
+//! ([`Reconnect`]), unless reconnection is disabled ([`ClientBuilder::no_reconnect`]) or the
+//! server closed with a code that says not to:
+//!
+//! | close | reconnect? |
+//! |---|---|
+//! | no close frame (network failure, heartbeat timeout, server killed) | yes |
+//! | `1001` going away (server shutdown), `1011`, `1013`, `4000..=4499` | yes |
+//! | `1000` normal closure by the server application | no, unless [`Reconnect::on_normal_close`] |
+//! | `4500..=4999` (e.g. `4500` refused: bad credentials), `1002`, `1005`, `1007`, `1008`, `1009`, others | no |
+//!
+//! This is [`CloseCode::should_reconnect`](crate::CloseCode::should_reconnect). After
+//! reconnecting, the client joins its namespaces, then its rooms, waits for the server to
+//! answer them, reports [`StateEvent::Connected`], and then sends the offline buffer. Requests
+//! that were sent on the lost connection and not yet answered fail with
+//! [`ClientAckError::Disconnected`]; they are not sent again, since the server may have handled
+//! them. After [`Reconnect::max_attempts`] failed attempts in a row the client reports
+//! [`StateEvent::GaveUp`] and closes.
+//!
+//! # Offline buffer
+//! While disconnected, emits and requests wait, in order, in a bounded buffer (256 messages by
+//! default) and are sent after the next reconnection; when it is full they fail with
+//! [`ClientError::BufferFull`]. Nothing is dropped silently. See
+//! [`ClientBuilder::offline_buffer`] for the exact policy.
+//!
+//! # State
+//! [`Client::state`] is a watch of the [`ConnectionState`]; [`Client::events`] and
+//! [`ClientBuilder::on_state`] deliver every [`StateEvent`] (connected, disconnected with the
+//! close code and reason, reconnecting with the attempt and delay, gave up).
+//!
+//! # Tasks
+//! Each client runs two tasks: one owns the socket (a `select!` over the socket, the outbound
+//! queue, handler answers, WebSocket pings every 20 s and a read deadline; it answers the
+//! server's pings), the other runs the handlers. Both end when the client is closed or every
+//! handle is dropped.
+#![cfg_attr(docsrs, doc(cfg(feature = "client")))]
+
+mod backoff;
+mod buffer;
+mod builder;
+mod config;
+mod connection;
+mod error;
+mod frames;
+mod handle;
+mod handlers;
+mod memberships;
+mod pending;
+mod shared;
+mod state;
+
+pub use backoff::Reconnect;
+pub use builder::ClientBuilder;
+pub use error::{ClientAckError, ClientError, ErrorEvent};
+pub use handle::Client;
+pub use state::{ConnectionState, StateEvent};
