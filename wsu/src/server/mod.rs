@@ -219,48 +219,26 @@ impl Server {
     pub async fn shutdown(&self) {
         let deadline = tokio::time::Instant::now() + self.inner.config.shutdown_timeout;
         self.inner.shutdown.send_replace(true);
+        self.close_all(Some(deadline));
+        if tokio::time::timeout_at(deadline, self.wait_closed())
+            .await
+            .is_err()
+        {
+            // Drain deadline passed: close what is left without draining.
+            self.close_all(None);
+            self.wait_closed().await;
+        }
+    }
+
+    /// Ask every open connection to close with 1001.
+    fn close_all(&self, drain_until: Option<tokio::time::Instant>) {
         let conns: Vec<Arc<ConnShared>> = lock(&self.inner.connections).values().cloned().collect();
         for c in conns {
             c.request_close(crate::conn::CloseRequest {
                 code: crate::CloseCode::GOING_AWAY,
                 reason: "server shutting down".to_owned(),
-                drain_until: Some(deadline),
+                drain_until,
             });
-        }
-        loop {
-            let notified = self.inner.all_closed.notified();
-            if self
-                .inner
-                .counters
-                .connections
-                .load(std::sync::atomic::Ordering::Acquire)
-                == 0
-            {
-                break;
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                // Drain deadline passed: close what is left without draining.
-                let conns: Vec<Arc<ConnShared>> =
-                    lock(&self.inner.connections).values().cloned().collect();
-                for c in conns {
-                    c.request_close(crate::conn::CloseRequest {
-                        code: crate::CloseCode::GOING_AWAY,
-                        reason: "server shutting down".to_owned(),
-                        drain_until: None,
-                    });
-                }
-                let notified = self.inner.all_closed.notified();
-                if self
-                    .inner
-                    .counters
-                    .connections
-                    .load(std::sync::atomic::Ordering::Acquire)
-                    == 0
-                {
-                    break;
-                }
-                notified.await;
-            }
         }
     }
 
