@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Tests of the wsu browser client (wsu/js/wsu.js) in headless Chromium against a real wsu server
-# (tests/src/bin/browser_server.rs), driven by playwright-core (tests/browser/test.mjs).
+# (tests/src/bin/browser_server.rs), driven by playwright-core (tests/browser/test.mjs); then the
+# example chat app's page against its server (tests/browser/chat.test.mjs).
 #
 # Needs node + npm and Chromium at /usr/bin/chromium (Debian's `chromium` package; Playwright's
 # own browser downloads are never used). Locally, when node/npm is missing or Chromium is missing
@@ -62,8 +63,9 @@ if [ "$in_ci" = 1 ] || [ ! -d node_modules/playwright-core ]; then
   fi
 fi
 
-echo "== cargo build -p wsu-tests --bin browser_server"
+echo "== cargo build -p wsu-tests --bin browser_server, -p chat --bin chat"
 (cd "$root" && cargo build -q -p wsu-tests --bin browser_server)
+(cd "$root" && cargo build -q -p chat --bin chat)
 target_dir="$(cd "$root" && cargo metadata --format-version 1 --no-deps | node -e \
   'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).target_directory))')"
 
@@ -71,4 +73,7 @@ echo "== node --test test.mjs"
 rm -rf "$here/out"
 WSU_BROWSER_SERVER="$target_dir/debug/browser_server" CHROMIUM="$chromium" \
   timeout 180 node --test --test-reporter=spec test.mjs
+echo "== node --test chat.test.mjs (the example chat app)"
+WSU_CHAT_SERVER="$target_dir/debug/chat" CHROMIUM="$chromium" \
+  timeout 180 node --test --test-reporter=spec chat.test.mjs
 echo "== browser tests passed (screenshots in tests/browser/out/)"

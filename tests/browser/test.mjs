@@ -237,8 +237,31 @@ test('rooms and namespaces: a broadcast reaches the other page', T, async () => 
 test('a server-requested ack is answered by the page handler (its return value, or its error)', T, async () => {
   const answer = await pageA.evaluate(() => window.c.emitWithAck('ask', 'hello'));
   assert.deepEqual(answer, { answer: 'hello', from: 'c' });
-  const thrown = await pageA.evaluate(() => window.c.emitWithAck('ask', 'throw'));
-  assert.deepEqual(thrown, { error: 'page says no' });
+  // The page answers with an `error` carrying the ack id: the server's `emit_with_ack` fails with
+  // `AckError::Rejected`, which the `ask` handler returns as its own error.
+  const out = await pageA.evaluate(async () => {
+    const grab = (p) =>
+      p.then(
+        (v) => ({ ok: v }),
+        (e) => ({ kind: e.kind, message: e.message, data: e.data }),
+      );
+    const thrown = await grab(window.c.emitWithAck('ask', 'throw'));
+    // A client without a `question` handler answers "no handler for question".
+    const bare = window.wsu.connect('/ws', { reconnect: false });
+    const unhandled = await grab(bare.emitWithAck('ask', 'anyone?'));
+    bare.close('done');
+    return { thrown, unhandled };
+  });
+  assert.deepEqual(out.thrown, {
+    kind: 'server',
+    message: 'the client answered with an error: page says no',
+    data: undefined,
+  });
+  assert.deepEqual(out.unhandled, {
+    kind: 'server',
+    message: 'the client answered with an error: no handler for question',
+    data: undefined,
+  });
 });
 
 test('server errors reject with kind "server"; uncorrelated ones reach onError', T, async () => {

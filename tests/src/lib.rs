@@ -620,3 +620,201 @@ impl Client {
         .expect("timed out waiting for the pong of a WebSocket ping");
     }
 }
+
+// ---- Helpers for the hardening suites (hardening_*.rs) and the soak test -----------------------
+
+/// The gauges of [`wsu::Stats`] that must come back to their baseline once an attacker (or any
+/// client) has left: everything a connection holds on the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gauges {
+    /// Open connections.
+    pub connections: usize,
+    /// Namespaces created on demand that still exist.
+    pub dynamic_namespaces: usize,
+    /// Rooms with members.
+    pub rooms: usize,
+    /// Server→client acks waiting for an answer.
+    pub pending_acks: usize,
+    /// Bytes queued for sending.
+    pub queued_bytes: usize,
+}
+
+impl Gauges {
+    /// The current gauges of `server`.
+    pub fn of(server: &Server) -> Gauges {
+        let s = server.stats();
+        Gauges {
+            connections: s.connections,
+            dynamic_namespaces: s.dynamic_namespaces,
+            rooms: s.rooms,
+            pending_acks: s.pending_acks,
+            queued_bytes: s.queued_bytes,
+        }
+    }
+}
+
+/// Wait until the gauges of `server` equal `baseline` (yielding to the runtime between checks,
+/// like [`wait_until`]); panics after [`WAIT`] showing both. For real sockets only: under paused
+/// time the clock cannot advance while this task spins, so server timers never fire (await a
+/// disconnect-hook signal there instead).
+pub async fn wait_for_gauges(server: &Server, baseline: Gauges) {
+    let settled = tokio::time::timeout(WAIT, async {
+        while Gauges::of(server) != baseline {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(
+        settled.is_ok(),
+        "gauges did not return to baseline: now {:?}, baseline {baseline:?}",
+        Gauges::of(server)
+    );
+}
+
+/// How long a [`Canary`] waits for each pong before failing the test. Deliberately loose (the
+/// goal is "keeps getting answers"); the measured round trips are reported, not asserted.
+pub const CANARY_DEADLINE: Duration = Duration::from_secs(2);
+
+/// A well-behaved client that keeps sending JSON pings (every 5 ms) to a server under attack
+/// and records each round trip. Every pong must arrive within [`CANARY_DEADLINE`]. For real
+/// sockets only (it paces itself with the clock).
+pub struct Canary {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<(Client, Vec<(Duration, Duration)>)>,
+    started: std::time::Instant,
+}
+
+/// What a [`Canary`] measured.
+#[derive(Debug, Clone)]
+pub struct CanaryReport {
+    /// Pings answered.
+    pub pings: usize,
+    /// Median round trip.
+    pub p50: Duration,
+    /// 99th-percentile round trip.
+    pub p99: Duration,
+    /// Slowest round trip.
+    pub max: Duration,
+    /// When the slowest ping was sent, counted from the canary's start.
+    pub max_at: Duration,
+}
+
+impl std::fmt::Display for CanaryReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "canary: {} pongs, p50 {:?}, p99 {:?}, max {:?} (at {:?})",
+            self.pings, self.p50, self.p99, self.max, self.max_at
+        )
+    }
+}
+
+/// One JSON ping → pong round trip on `client`, checked exactly; panics after
+/// [`CANARY_DEADLINE`]. Events that arrive first (broadcasts to everyone) are skipped; any other
+/// message fails the test.
+pub async fn ping_round_trip(client: &mut Client) -> Duration {
+    let start = std::time::Instant::now();
+    client
+        .send(serde_json::json!({"type": "ping", "namespace": "/canary"}))
+        .await;
+    let pong = tokio::time::timeout(CANARY_DEADLINE, async {
+        loop {
+            let m = client.recv().await;
+            if m["type"] != "event" {
+                return m;
+            }
+        }
+    })
+    .await
+    .expect("the canary's pong arrives within 2 s");
+    assert_eq!(
+        pong,
+        serde_json::json!({"type": "pong", "namespace": "/canary"}),
+        "the canary got something else than its pong"
+    );
+    start.elapsed()
+}
+
+impl Canary {
+    /// Connect a canary to `server` (waiting until its connect phase is over) and start pinging.
+    pub async fn start(server: &TestServer) -> Canary {
+        let mut client = server.client().await;
+        client.ready().await;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let started = std::time::Instant::now();
+        let task = tokio::spawn(async move {
+            let mut rtts = Vec::new();
+            let mut pace = tokio::time::interval(Duration::from_millis(5));
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                pace.tick().await;
+                let at = started.elapsed();
+                rtts.push((ping_round_trip(&mut client).await, at));
+            }
+            (client, rtts)
+        });
+        Canary {
+            stop,
+            task,
+            started,
+        }
+    }
+
+    /// Stop pinging, check one last round trip, and report. Panics if a pong was late or wrong.
+    /// The canary's connection is closed afterwards (it counts in the gauges until then).
+    pub async fn stop(self) -> CanaryReport {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (mut client, mut rtts) = within(self.task).await.expect("canary task");
+        let at = self.started.elapsed();
+        rtts.push((ping_round_trip(&mut client).await, at));
+        drop(client);
+        rtts.sort();
+        let q = |q: f64| rtts[((rtts.len() - 1) as f64 * q).round() as usize].0;
+        let (max, max_at) = rtts[rtts.len() - 1];
+        CanaryReport {
+            pings: rtts.len(),
+            p50: q(0.5),
+            p99: q(0.99),
+            max,
+            max_at,
+        }
+    }
+}
+
+/// The resident set size of process `pid` (this process when `None`), in bytes, from
+/// `/proc/<pid>/status` (`VmRSS`). `None` where `/proc` is unavailable (not Linux).
+pub fn rss_bytes(pid: Option<u32>) -> Option<u64> {
+    proc_status_kib(pid, "VmRSS:").map(|kib| kib * 1024)
+}
+
+/// The peak resident set size (`VmHWM`) of process `pid` (this process when `None`), in bytes.
+pub fn peak_rss_bytes(pid: Option<u32>) -> Option<u64> {
+    proc_status_kib(pid, "VmHWM:").map(|kib| kib * 1024)
+}
+
+fn proc_status_kib(pid: Option<u32>, field: &str) -> Option<u64> {
+    let path = match pid {
+        Some(pid) => format!("/proc/{pid}/status"),
+        None => "/proc/self/status".to_owned(),
+    };
+    let status = std::fs::read_to_string(path).ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line[field.len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// CPU time (user + system) used by this process so far, from `/proc/self/stat`; `None` where
+/// unavailable. Assumes the usual 100 clock ticks per second.
+pub fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}

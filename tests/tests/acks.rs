@@ -451,3 +451,39 @@ async fn client_error_answer_rejects_the_server_request() {
     sync(&mut c).await;
     assert_eq!(server.server.stats().unknown_acks, 1);
 }
+
+#[tokio::test]
+async fn an_abandoned_emit_with_ack_frees_its_slot() {
+    use futures_util::FutureExt;
+    let (stx, mut sockets) = mpsc::unbounded_channel::<Socket>();
+    let server = TestServer::start(
+        Server::builder()
+            .max_pending_acks(1)
+            .on_connect(move |s: Socket| {
+                let _ = stx.send(s);
+                async {}
+            })
+            .build()
+            .expect("build"),
+    )
+    .await;
+    let mut c = server.client().await;
+    let socket = next(&mut sockets).await;
+    // Polled once (the question is sent), then dropped without an answer.
+    assert!(
+        socket
+            .emit_with_ack::<_, Value>("question", &1)
+            .now_or_never()
+            .is_none()
+    );
+    assert_eq!(server.server.stats().pending_acks, 0);
+    // The single slot is free again: a second request is sent and answered.
+    let asking = {
+        let socket = socket.clone();
+        tokio::spawn(async move { socket.emit_with_ack::<_, Value>("question", &2).await })
+    };
+    recv_question(&mut c, "question", json!(1)).await;
+    let id = recv_question(&mut c, "question", json!(2)).await;
+    answer(&mut c, &id, json!("two")).await;
+    assert_eq!(asking.await.expect("task").expect("answered"), json!("two"));
+}

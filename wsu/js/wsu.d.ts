@@ -196,10 +196,14 @@ export interface EventInfo {
  * value of the first handler registered for the event (or the value its Promise resolves to)
  * is the ack's `data` (`undefined` sends no `data`, which the server reads as `null`).
  *
- * The protocol has no client→server error message, so a handler that throws (or whose Promise
- * rejects) answers with the ack data `{"error": "<the error's message>"}`; an event with an ack
- * id and no handler at all is answered with `{"error": "no handler for \"<event>\" in <namespace>"}`.
- * An answer is only sent on the connection that carried the request.
+ * A handler that throws (or whose Promise rejects), or returns a value that JSON cannot encode,
+ * answers with an `error` message carrying the ack id instead of an `ack`:
+ * `{"type":"error","namespace":…,"event":…,"ackId":…,"error":"<the error's message>"}`, as wsu's
+ * Rust client does. An event with an ack id and no handler at all is answered the same way with
+ * the text `no handler for <event>`. On a wsu server, the `emit_with_ack` that asked then fails
+ * with `AckError::Rejected`, whose message is that text (cut to 64 bytes). Only the first
+ * handler's outcome answers; the errors of the others are reported like uncaught errors. An
+ * answer is only sent on the connection that carried the request.
  */
 export type EventHandler<T = any, R = unknown> = (data: T, info: EventInfo) => R | Promise<R>;
 

@@ -586,7 +586,7 @@ export class WsuClient {
     const gen = this._gen;
     let answer;
     if (list.length === 0) {
-      answer = Promise.reject(new Error(`no handler for "${msg.event}" in ${namespace}`));
+      answer = Promise.reject(new Error(`no handler for ${msg.event}`));
     } else {
       for (const [i, handler] of [...list].entries()) {
         let out;
@@ -605,18 +605,25 @@ export class WsuClient {
       });
       return;
     }
+    // An ack id belongs to the connection that carried it: answers to an older one are dropped.
+    const live = () => gen === this._gen && this._open;
+    // A failed handler (or no handler) answers with an `error` carrying the ack id, as the Rust
+    // client does; the server's `emit_with_ack` then fails with `AckError::Rejected`.
+    const fail = (e) => {
+      if (!live()) return;
+      this._raw({ type: 'error', namespace, event: msg.event, ackId, error: toMessage(e) });
+    };
     const reply = (data) => {
-      // An ack id belongs to the connection that carried it.
-      if (gen !== this._gen || !this._open) return;
+      if (!live()) return;
       const frame = { type: 'ack', namespace, event: msg.event, ackId };
       if (data !== undefined) frame.data = data;
       try {
         this._raw(frame);
       } catch (e) {
-        this._raw({ type: 'ack', namespace, event: msg.event, ackId, data: { error: toMessage(e) } });
+        fail(e); // the value cannot be sent as JSON (a BigInt, a cycle...)
       }
     };
-    answer.then(reply, (e) => reply({ error: toMessage(e) }));
+    answer.then(reply, fail);
   }
 
   _onClose(code, reason) {

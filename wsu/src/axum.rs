@@ -110,7 +110,8 @@ where
 /// - a `Sec-WebSocket-Key` that is not 16 bytes in base64: `400` "invalid sec-websocket-key";
 /// - an `Origin` refused by [`Config::origins`](crate::Config::origins): `403` "origin not
 ///   allowed";
-/// - `max_connections` reached, or the server shutting down: `503` "server at capacity".
+/// - `max_connections` reached: `503` "server at capacity"; the server shutting down: `503`
+///   "server shutting down".
 ///
 /// A valid request that hyper cannot upgrade (it was not received by a hyper HTTP/1.1 server, so
 /// no upgrade is pending) gets `500` "connection cannot be upgraded". Each refusal counts in

@@ -87,6 +87,9 @@ pub struct Config {
     pub rate_limit: Option<RateLimit>,
     /// How long a graceful shutdown waits for queued messages to drain. Default 10 s.
     pub shutdown_timeout: Duration,
+    /// Echo every data frame back unchanged instead of dispatching it (WebSocket conformance
+    /// testing only; see `ServerBuilder::echo_mode`). Default false.
+    pub(crate) echo_mode: bool,
 }
 
 impl Default for Config {
@@ -114,6 +117,7 @@ impl Default for Config {
             invalid_message_window: Duration::from_secs(10),
             rate_limit: None,
             shutdown_timeout: Duration::from_secs(10),
+            echo_mode: false,
         }
     }
 }

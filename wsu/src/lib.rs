@@ -55,6 +55,7 @@ mod config;
 mod conn;
 mod error;
 mod extract;
+mod fuzzing;
 mod handler;
 mod hooks;
 mod http;
@@ -111,4 +112,9 @@ pub mod __private {
     pub use crate::hooks::ConnectOutcome;
     pub use crate::registration::*;
     pub use crate::sync::BoxFuture;
+
+    /// Entry points of the fuzz targets (`fuzz/`) and of their replay in `cargo test`.
+    pub mod fuzz {
+        pub use crate::fuzzing::{decode, handshake, registry};
+    }
 }

@@ -130,7 +130,8 @@ impl Socket {
     ///
     /// # Errors
     /// [`AckError::Timeout`], [`AckError::Closed`] (as soon as the connection closes),
-    /// [`AckError::TooManyPending`], [`AckError::Send`], [`AckError::Decode`].
+    /// [`AckError::TooManyPending`], [`AckError::Send`], [`AckError::Decode`],
+    /// [`AckError::Rejected`] (the client answered with an `error` carrying the `ackId`).
     pub async fn emit_with_ack<T, R>(&self, event: &str, data: &T) -> Result<R, AckError>
     where
         T: Serialize + ?Sized,
@@ -151,13 +152,22 @@ impl Socket {
         T: Serialize + ?Sized,
         R: DeserializeOwned,
     {
+        /// Removes the pending ack if this call ends (or is dropped) without an answer, so an
+        /// abandoned `emit_with_ack` future does not hold a slot of the per-connection cap.
+        struct Pending<'a>(&'a ConnShared, u64);
+        impl Drop for Pending<'_> {
+            fn drop(&mut self) {
+                self.0.cancel_ack(self.1);
+            }
+        }
+
         let inner = &self.server.inner;
         let (id, rx) = self.conn.register_ack(inner.config.max_pending_acks)?;
+        let _pending = Pending(&self.conn, id);
         let ack_id = id.to_string();
         let sent = broadcast_encode_event(&self.namespace, event, data, Some(&ack_id))
             .and_then(|frame| self.conn.send(frame, &inner.config, &inner.counters));
         if let Err(e) = sent {
-            self.conn.cancel_ack(id);
             return Err(e.into());
         }
         match tokio::time::timeout(timeout, rx).await {
@@ -168,7 +178,6 @@ impl Socket {
             Ok(Ok(Err(e))) => Err(AckError::Rejected(e)),
             Ok(Err(_)) => Err(AckError::Closed),
             Err(_) => {
-                self.conn.cancel_ack(id);
                 crate::stats::Counters::inc(&inner.counters.ack_timeouts);
                 Err(AckError::Timeout)
             }

@@ -113,9 +113,9 @@ impl ClientBuilder {
     /// `null`). Its return value answers a server request (`Socket::emit_with_ack`) exactly like
     /// a server handler's: `()`, [`Json<T>`](crate::Json), or `Result<T, E>` with
     /// `E:` [`IntoErrorBody`](crate::IntoErrorBody). An `Err`, a payload that does not decode, or
-    /// a panic is answered with an `error` message carrying the request's `ackId` (the wsu server
-    /// currently ignores client `error` messages, so its `emit_with_ack` then times out); for an
-    /// event sent without `ackId` it is reported to [`on_error`](ClientBuilder::on_error).
+    /// a panic is answered with an `error` message carrying the request's `ackId` (the server's
+    /// `emit_with_ack` then fails with `AckError::Rejected`); for an event sent without `ackId`
+    /// it is reported to [`on_error`](ClientBuilder::on_error).
     ///
     /// Handlers run one at a time, in arrival order, in a task of their own: a handler may
     /// await the client's own requests. The event names the server may send are any non-empty

@@ -537,6 +537,15 @@ impl ServerBuilder {
         self
     }
 
+    /// Echo every text and binary message back unchanged, instead of decoding and dispatching
+    /// it. Everything else is as usual: the same accept path, limits, heartbeats and close
+    /// codes. For WebSocket conformance testing (Autobahn, `conformance/`) only: not public API.
+    #[doc(hidden)]
+    pub fn echo_mode(mut self, on: bool) -> Self {
+        self.config.echo_mode = on;
+        self
+    }
+
     /// Share application state with handlers: read it back with [`Server::state`] (one value
     /// per type).
     pub fn state<S: Send + Sync + 'static>(mut self, state: S) -> Self {

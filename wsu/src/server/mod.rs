@@ -317,6 +317,11 @@ impl Server {
                     .map(|(n, _)| n),
                 None => conn.join_namespace(&ns, &self.inner.config),
             };
+            if !matches!(r, Ok(_) | Err(JoinError::Removed)) {
+                // A dynamic namespace created for this join must not outlive its failure
+                // (closed connection, per-connection caps).
+                self.release_namespace(&ns);
+            }
             match r {
                 Ok(new) => return Ok((ns, new)),
                 Err(JoinError::Removed) => continue,

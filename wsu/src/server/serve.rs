@@ -140,7 +140,24 @@ impl Server {
     /// tokio::spawn(async move { server.serve_connection(tcp, Some(addr)).await });
     /// # Ok(()) }
     /// ```
-    pub async fn serve_connection<S>(&self, mut tcp: S, addr: Option<SocketAddr>)
+    pub async fn serve_connection<S>(&self, tcp: S, addr: Option<SocketAddr>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        // The upgrade is a future of its own: inline, its state (request head, parsed parts,
+        // response) would stay, moved-from, in the task of every open connection (0.7 KiB).
+        let Some((ws, parts)) = self.upgrade(tcp, addr).await else {
+            return;
+        };
+        run_connection(self.clone(), ws, parts, addr).await;
+    }
+
+    /// Read and answer the HTTP request: the WebSocket and its request when upgraded.
+    async fn upgrade<S>(
+        &self,
+        mut tcp: S,
+        addr: Option<SocketAddr>,
+    ) -> Option<(WebSocketStream<S>, Parts)>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -154,22 +171,25 @@ impl Server {
             Ok(Ok(head)) => head,
             Err(_) => {
                 let r = error_response(StatusCode::REQUEST_TIMEOUT, "handshake timeout");
-                return self.respond(&mut tcp, &r).await;
+                self.respond(&mut tcp, &r).await;
+                return None;
             }
             Ok(Err(HeadError::TooLarge)) => {
                 let r = error_response(
                     StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                     "request header too large",
                 );
-                return self.respond(&mut tcp, &r).await;
+                self.respond(&mut tcp, &r).await;
+                return None;
             }
             Ok(Err(HeadError::Malformed(reason))) => {
                 let r = error_response(StatusCode::BAD_REQUEST, &format!("bad request: {reason}"));
-                return self.respond(&mut tcp, &r).await;
+                self.respond(&mut tcp, &r).await;
+                return None;
             }
             Ok(Err(HeadError::Io(_))) => {
                 Counters::inc(&self.inner.counters.handshakes_refused);
-                return;
+                return None;
             }
         };
         let path = parts.uri.path();
@@ -183,7 +203,7 @@ impl Server {
                         tcp.shutdown().await
                     })
                     .await;
-                    return;
+                    return None;
                 }
                 Some(_) => error_response(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
                 None if path == cfg.path => {
@@ -191,22 +211,23 @@ impl Server {
                 }
                 None => error_response(StatusCode::NOT_FOUND, "not found"),
             };
-            return self.respond(&mut tcp, &response).await;
+            self.respond(&mut tcp, &response).await;
+            return None;
         }
         if path != cfg.path {
-            return self
-                .respond(
-                    &mut tcp,
-                    &error_response(StatusCode::NOT_FOUND, "not found"),
-                )
-                .await;
+            self.respond(
+                &mut tcp,
+                &error_response(StatusCode::NOT_FOUND, "not found"),
+            )
+            .await;
+            return None;
         }
         let accept = match self.admit_upgrade(&parts, addr) {
             Ok(key) => key,
             Err(rej) => {
-                return self
-                    .respond(&mut tcp, &error_response(rej.status, rej.reason))
+                self.respond(&mut tcp, &error_response(rej.status, rej.reason))
                     .await;
+                return None;
             }
         };
         let written = tokio::time::timeout(
@@ -216,7 +237,7 @@ impl Server {
         .await;
         if !matches!(written, Ok(Ok(()))) {
             self.release_slot();
-            return;
+            return None;
         }
         let ws = WebSocketStream::from_partially_read(
             tcp,
@@ -225,6 +246,6 @@ impl Server {
             Some(cfg.websocket()),
         )
         .await;
-        run_connection(self.clone(), ws, parts, addr).await;
+        Some((ws, parts))
     }
 }

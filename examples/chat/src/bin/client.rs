@@ -4,20 +4,14 @@
 //!
 //! Run the server (`cargo run -p chat`), then `cargo run -p chat --bin client [URL]` (default
 //! `ws://127.0.0.1:8080/ws`). Stop with Ctrl-C. Restart the server meanwhile to see the client
-//! reconnect and rejoin `lobby`.
+//! reconnect and rejoin `lobby`. Its chat also appears in the web page's `#lobby`; the messages
+//! of the page's `#lobby` reach it too (it joined the room with a protocol `join`), as do admin
+//! announcements.
 
 use std::time::Duration;
 
-use serde::Serialize;
-use serde_json::Value;
+use chat::protocol::{ChatMessage, Status};
 use wsu::client::{Client, ErrorEvent, StateEvent};
-
-/// The chat payload of the seed example.
-#[derive(Debug, Serialize)]
-struct ChatMessage<'a> {
-    user: &'a str,
-    message: &'a str,
-}
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -49,12 +43,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     client.join("lobby").await?;
     println!("<- ack: joined lobby");
 
+    // The same payload and ack types as the server's handler.
     let chat = ChatMessage {
-        user: "rust-client",
-        message: "hello from the wsu client",
+        user: "rust-client".to_owned(),
+        message: "hello from the wsu client".to_owned(),
     };
-    match client.emit_with_ack::<_, Value>("chat", &chat).await {
-        Ok(ack) => println!("<- ack chat: {ack}"),
+    match client.emit_with_ack::<_, Status>("chat", &chat).await {
+        Ok(ack) => println!("<- ack chat: status {}", ack.status),
         Err(e) => println!("<- chat failed: {e}"),
     }
 

@@ -1,0 +1,140 @@
+//! `wsu-bench`: wsu side by side with socketioxide, node socket.io and a raw tokio-tungstenite
+//! reference server, on this machine. See BENCHMARKS.md.
+//!
+//! ```text
+//! wsu-bench all [--smoke | --quick | --full] [--reps N] [--only wsu,sioxide,node,raw]
+//!               [--plans full-a,full-b] [--out DIR] [--wait-load 0.7] [--plots | --no-plots]
+//! wsu-bench server <wsu|sioxide|raw> [--port N]      one server under test
+//! wsu-bench gen --proto <wsu|sio> --addr HOST:PORT --pid PID --plan <smoke|quick|full-a|full-b|full-c>
+//! ```
+
+mod client;
+mod load;
+mod orchestrate;
+mod plot;
+mod procfs;
+mod report;
+mod servers;
+mod settings;
+
+use std::net::SocketAddr;
+
+use orchestrate::{Mode, Opts};
+
+const USAGE: &str = "usage:
+  wsu-bench all [--smoke | --quick | --full] [--reps N] [--only wsu,sioxide,node,raw]
+                [--plans full-a,full-b,full-c] [--out DIR] [--wait-load LOAD] [--plots | --no-plots]
+  wsu-bench server <wsu|sioxide|raw> [--port N]
+  wsu-bench gen --proto <wsu|sio> --addr HOST:PORT --pid PID --plan <smoke|quick|full-a|full-b|full-c>";
+
+/// The value after a flag.
+fn value<'a>(args: &'a [String], i: &mut usize, flag: &str) -> Result<&'a str, String> {
+    *i += 1;
+    args.get(*i)
+        .map(String::as_str)
+        .ok_or_else(|| format!("{flag} needs a value"))
+}
+
+fn parse<T: std::str::FromStr>(s: &str, flag: &str) -> Result<T, String> {
+    s.parse()
+        .map_err(|_| format!("invalid value for {flag}: {s}"))
+}
+
+fn list(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(|x| x.trim().to_owned())
+        .filter(|x| !x.is_empty())
+        .collect()
+}
+
+fn all(args: &[String]) -> Result<(), String> {
+    let mut opts = Opts {
+        mode: Mode::Quick,
+        reps: None,
+        only: None,
+        plans: None,
+        out: None,
+        wait_load: None,
+        plots: None,
+    };
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--smoke" => opts.mode = Mode::Smoke,
+            "--quick" => opts.mode = Mode::Quick,
+            "--full" => opts.mode = Mode::Full,
+            "--reps" => opts.reps = Some(parse(value(args, &mut i, "--reps")?, "--reps")?),
+            "--only" => opts.only = Some(list(value(args, &mut i, "--only")?)),
+            "--plans" => opts.plans = Some(list(value(args, &mut i, "--plans")?)),
+            "--out" => opts.out = Some(value(args, &mut i, "--out")?.into()),
+            "--wait-load" => {
+                opts.wait_load = Some(parse(value(args, &mut i, "--wait-load")?, "--wait-load")?);
+            }
+            "--plots" => opts.plots = Some(true),
+            "--no-plots" => opts.plots = Some(false),
+            other => return Err(format!("unknown option {other}\n{USAGE}")),
+        }
+        i += 1;
+    }
+    orchestrate::run(opts)
+}
+
+fn server(args: &[String]) -> Result<(), String> {
+    let kind = args.first().ok_or(USAGE)?;
+    let mut port = 0u16;
+    let mut i = 1;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--port" => port = parse(value(args, &mut i, "--port")?, "--port")?,
+            other => return Err(format!("unknown option {other}\n{USAGE}")),
+        }
+        i += 1;
+    }
+    servers::run(kind, port)
+}
+
+fn generator(args: &[String]) -> Result<(), String> {
+    let (mut proto, mut addr, mut pid, mut plan) = (None, None, None, None);
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--proto" => {
+                proto = Some(match value(args, &mut i, "--proto")? {
+                    "wsu" => client::Proto::Wsu,
+                    "sio" => client::Proto::Sio,
+                    other => return Err(format!("unknown protocol {other}")),
+                });
+            }
+            "--addr" => {
+                addr = Some(parse::<SocketAddr>(
+                    value(args, &mut i, "--addr")?,
+                    "--addr",
+                )?)
+            }
+            "--pid" => pid = Some(parse::<u32>(value(args, &mut i, "--pid")?, "--pid")?),
+            "--plan" => plan = Some(value(args, &mut i, "--plan")?.to_owned()),
+            other => return Err(format!("unknown option {other}\n{USAGE}")),
+        }
+        i += 1;
+    }
+    match (proto, addr, pid, plan) {
+        (Some(proto), Some(addr), Some(pid), Some(plan)) => load::run(proto, addr, pid, &plan),
+        _ => Err(format!(
+            "gen needs --proto, --addr, --pid and --plan\n{USAGE}"
+        )),
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("all") => all(&args[1..]),
+        Some("server") => server(&args[1..]),
+        Some("gen") => generator(&args[1..]),
+        _ => Err(USAGE.to_owned()),
+    };
+    if let Err(e) = result {
+        eprintln!("wsu-bench: {e}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,20 @@
+//! Settings shared by every server under test and the load generator.
+
+use std::time::Duration;
+
+/// Heartbeat: every server sends a ping this often...
+pub(crate) const PING_INTERVAL: Duration = Duration::from_secs(5);
+/// ...and closes a connection that has not answered (Socket.IO `pingTimeout`) within this time
+/// after a ping. wsu and the raw server close a connection silent for `PING_INTERVAL +
+/// PING_TIMEOUT` (their `read_timeout`), which is the same bound.
+pub(crate) const PING_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Outbound queue per connection, in messages, for the servers that let it be set (wsu's
+/// default; the raw reference uses the same).
+pub(crate) const OUTBOX: usize = 1024;
+
+/// Most frames fed into one flush by the raw reference server (as wsu).
+pub(crate) const MAX_BATCH: usize = 64;
+
+/// Read buffer per connection (tungstenite `read_buffer_size`) for the Rust servers.
+pub(crate) const READ_BUFFER: usize = 4 * 1024;

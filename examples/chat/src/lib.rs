@@ -1,0 +1,108 @@
+//! # The wsu example chat
+//!
+//! A multi-room chat on wsu's macro API, with its web page: `cargo run -p chat`, then open
+//! <http://127.0.0.1:8080>.
+//!
+//! - [`handlers`]: namespace `/` — the seed example's `chat` event (unchanged, for the seed's
+//!   clients), nicknames, rooms with member lists and join/leave notices, messages with server ids
+//!   and timestamps, a throttled "is typing" signal, and the cleanup when a connection ends.
+//! - [`admin`]: namespace `/admin`, guarded by a token in its connect hook: list rooms and users,
+//!   announce, kick.
+//! - [`presence`]: the shared registry (`State<Presence>`), with every bound.
+//! - [`protocol`]: the payload and ack types, shared with the Rust clients and the tests.
+//! - `static/`: the page (HTML, CSS, JS on wsu's browser client), served by the server itself.
+//!
+//! ## Rules
+//! - **Nicknames** are unique on the whole server, ignoring case (`Ann` and `ann` are the same):
+//!   2 to 24 characters, letters and digits of any script, `-`, `_`, `.`. A connection must
+//!   choose one before joining rooms. After reconnecting, a client gets its nickname back even if
+//!   the server has not noticed yet that the old connection is gone, by sending the `resume` key
+//!   of its first `nick` ack; the stale connection is closed with 4509.
+//! - **Rooms** are created by their first member and deleted (with their history) when the last
+//!   one leaves: 1 to 32 of `a-z 0-9 - _` (`#Lobby` means `lobby`). Default bounds: 64 rooms,
+//!   8 rooms per user, 256 members per room, the last 50 messages, 2000 characters per message
+//!   (see [`Limits`]).
+//! - **Typing** signals are volatile: relayed at most once a second per user and room, never
+//!   stored or acknowledged.
+//! - Rooms are public: like every room of the wire protocol, a raw client can also join one with
+//!   a protocol `join` message and read it without appearing in the member list (it cannot post:
+//!   `message` checks the registry).
+//!
+//! ## Configuration
+//! `WSU_ADDR` (default `127.0.0.1:8080`), `WSU_ORIGINS` (allowed origins, comma-separated;
+//! default the page's own), `CHAT_ADMIN_TOKEN` (enables `/admin`). See [`Config`].
+
+pub mod admin;
+mod config;
+pub mod error;
+pub mod handlers;
+pub mod presence;
+pub mod protocol;
+
+use std::time::Duration;
+
+pub use config::{Config, Limits};
+pub use error::ChatError;
+use wsu::{BuildError, OriginPolicy, Server};
+
+/// The page at `/`.
+pub const INDEX_HTML: &str = include_str!("../static/index.html");
+/// Its script (an ES module on `/wsu.js`).
+pub const APP_JS: &str = include_str!("../static/app.js");
+/// Its style sheet.
+pub const APP_CSS: &str = include_str!("../static/app.css");
+/// Its icon.
+pub const FAVICON_SVG: &str = include_str!("../static/favicon.svg");
+
+/// Build the chat server: its handlers, state, limits, the page and the browser client.
+///
+/// The handlers are named one by one (`collect_registered(false)`) rather than collected from
+/// the whole program, so that the server is the same whichever program links this library
+/// (the `chat` binary, or the tests next to their own handlers).
+///
+/// # Errors
+/// An invalid origin in `config.origins`.
+pub fn build(config: Config) -> Result<Server, BuildError> {
+    let limits = config.limits.clone();
+    let (per_second, burst) = limits.rate_limit;
+    let mut builder = Server::builder()
+        .collect_registered(false)
+        .handler(handlers::chat)
+        .handler(handlers::nick)
+        .handler(handlers::room_join)
+        .handler(handlers::room_leave)
+        .handler(handlers::message)
+        .handler(handlers::typing)
+        .handler(handlers::gone)
+        .handler(admin::admin_connect)
+        .handler(admin::rooms)
+        .handler(admin::users)
+        .handler(admin::announce)
+        .handler(admin::kick)
+        .state(presence::Presence::new(limits.clone()))
+        .state(admin::AdminAuth::new(config.admin_token))
+        // The seed example's ping interval.
+        .ping_interval(Duration::from_secs(2))
+        .max_connections(limits.max_connections)
+        .rate_limit(per_second, burst)
+        .serve_client("/wsu.js")
+        .asset("/", "text/html; charset=utf-8", INDEX_HTML.as_bytes())
+        .asset(
+            "/index.html",
+            "text/html; charset=utf-8",
+            INDEX_HTML.as_bytes(),
+        )
+        .asset(
+            "/app.js",
+            "text/javascript; charset=utf-8",
+            APP_JS.as_bytes(),
+        )
+        .asset("/app.css", "text/css; charset=utf-8", APP_CSS.as_bytes())
+        .asset("/favicon.svg", "image/svg+xml", FAVICON_SVG.as_bytes());
+    if config.origins.iter().any(|o| o == "*") {
+        builder = builder.origins(OriginPolicy::any());
+    } else if !config.origins.is_empty() {
+        builder = builder.allowed_origins(&config.origins);
+    }
+    builder.build()
+}
