@@ -529,7 +529,8 @@ impl Driver {
             code: WsCloseCode::Normal,
             reason: Utf8Bytes::from(reason.clone()),
         };
-        let sent = tokio::time::timeout(CLOSE_TIMEOUT, link.ws.send(Message::Close(Some(frame)))).await;
+        let sent =
+            tokio::time::timeout(CLOSE_TIMEOUT, link.ws.send(Message::Close(Some(frame)))).await;
         if matches!(sent, Ok(Ok(()))) {
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
                 while let Some(Ok(msg)) = link.ws.next().await {
