@@ -2,15 +2,17 @@
 //!
 //! - `smoke`: 50 connections, a few broadcast rounds and acks; fails on any error (for CI).
 //! - `quick`: 10k handshakes with 64 dialers (D), idle memory at 10k (C), closed-loop
-//!   broadcast to rooms of 1k and 10k, 10 messages per round at 10k (A), acks with 100 clients
-//!   and 8 in flight (B).
+//!   broadcast to a room of 1k (1 and 10 messages per round) and of 10k (1 per round) (A), acks
+//!   with 100 clients and 8 in flight (B).
 //! - `full-a`: idle memory at 1k/10k/19k (C), then broadcast to rooms of 1k/10k/19k: closed
 //!   loop with 1 and 10 messages per round, and an open-loop rate of 30k deliveries/s (A);
 //!   memory after the burst
 //!   and after everyone left (C).
 //! - `full-b`: 10k handshakes (D), acks with 1 and 8 in flight (B), connection churn (D).
 //! - `full-c`: room churn under broadcast (E), slow consumer isolation (F).
-//! - `idle`: 10k handshakes and idle memory only (for quick iterations on memory).
+//! - `idle`: 10k handshakes and idle memory only (for quick iterations on memory); `ack`: acks
+//!   with 100 clients, 8 then 1 in flight; `bcast`: closed-loop broadcast to a room of 1000
+//!   (for quick before/after comparisons of runtime changes).
 //! - `profile-bcast`, `profile-ack`: fixed amounts of work (for a server run under a profiler
 //!   such as `valgrind --tool=callgrind`): 100 members, 100 rounds of 1 and 50 rounds of 10
 //!   broadcasts; 20,000 acks from 10 clients with 8 in flight.
@@ -60,6 +62,23 @@ pub(crate) async fn run(g: &Rc<G>, plan: &str) -> Result<(), String> {
         "full-c" => full_c(g).await,
         "profile-bcast" => profile_bcast(g).await,
         "profile-ack" => profile_ack(g).await,
+        "ack" => {
+            let (hs, _, _) = dial_many(g, 100, 32, None).await;
+            let ls = links(&hs);
+            acks(g, &ls, 8, Duration::from_secs(2), "ack.x8").await;
+            acks(g, &ls, 1, Duration::from_secs(2), "ack.x1").await;
+            Ok(())
+        }
+        "bcast" => {
+            let (hs, _, _) = dial_many(g, 1000, 64, None).await;
+            let ls = links(&hs);
+            join_all(g, &ls, "r1000").await?;
+            let p = publisher(g).await?;
+            let d = Duration::from_secs(2);
+            broadcast_closed(g, &p.link, "r1000", 1000, 1, d, "bcast.1000.x1").await;
+            broadcast_closed(g, &p.link, "r1000", 1000, 10, d, "bcast.1000.x10").await;
+            Ok(())
+        }
         "idle" => {
             let hs = accept(g, 10_000, 64, "accept").await;
             idle(g, baseline, hs.len(), "idle.10000").await;
@@ -108,10 +127,10 @@ async fn quick(g: &Rc<G>, baseline: f64) -> Result<(), String> {
     join_all(g, &ls, "r10000").await?;
     join_all(g, &ls[..1000], "r1000").await?;
     let p = publisher(g).await?;
-    let d = Duration::from_millis(1200);
+    let d = Duration::from_millis(1000);
     broadcast_closed(g, &p.link, "r1000", 1000, 1, d, "bcast.1000.x1").await;
+    broadcast_closed(g, &p.link, "r1000", 1000, 10, d, "bcast.1000.x10").await;
     broadcast_closed(g, &p.link, "r10000", ls.len(), 1, d, "bcast.10000.x1").await;
-    broadcast_closed(g, &p.link, "r10000", ls.len(), 10, d, "bcast.10000.x10").await;
     acks(g, &ls[..100], 8, d, "ack.x8").await;
     Ok(())
 }

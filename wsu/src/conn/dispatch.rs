@@ -63,14 +63,9 @@ enum Started {
     Running(Running),
 }
 
-/// Encode a server→client message; encoding our own envelope of raw parts cannot fail.
+/// Encode a server→client message of raw parts (strings and raw JSON).
 fn encode(msg: &Outgoing<'_, RawValue>) -> Utf8Bytes {
-    match msg.encode() {
-        Ok(s) => Utf8Bytes::from(s),
-        Err(_) => {
-            Utf8Bytes::from_static(r#"{"type":"error","namespace":"/","error":"internal error"}"#)
-        }
-    }
+    Utf8Bytes::from(msg.encode_raw())
 }
 
 /// An `error` message.

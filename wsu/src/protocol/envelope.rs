@@ -227,8 +227,19 @@ impl<'de> Visitor<'de> for TopLevel<'_> {
 
 /// Phase one: the top level as `(key, raw value)` pairs, rejecting trailing characters.
 fn read_top_level(frame: &[u8]) -> Result<Pairs<'_>, DecodeError> {
+    // Text (checked once here) is read as a `str`, so that `serde_json` does not check the UTF-8
+    // of every key and raw value again; other bytes are read as a slice (same results, with the
+    // UTF-8 errors).
+    match std::str::from_utf8(frame) {
+        Ok(text) => top_level_of(serde_json::Deserializer::from_str(text)),
+        Err(_) => top_level_of(serde_json::Deserializer::from_slice(frame)),
+    }
+}
+
+fn top_level_of<'de, R: serde_json::de::Read<'de>>(
+    mut deserializer: serde_json::Deserializer<R>,
+) -> Result<Pairs<'de>, DecodeError> {
     let entered = Cell::new(false);
-    let mut deserializer = serde_json::Deserializer::from_slice(frame);
     let result = (&mut deserializer)
         .deserialize_map(TopLevel { entered: &entered })
         .and_then(|pairs| deserializer.end().map(|()| pairs));
@@ -270,6 +281,11 @@ fn string_or_null<'a>(key: &str, raw: &'a RawValue) -> Result<Field<'a>, String>
     let text: &'a str = raw.get();
     // serde_json strips whitespace around raw values, so the first byte tells the JSON type.
     match text.as_bytes().first() {
+        // Fast path: without escapes the string is the text between the quotes (serde_json has
+        // already checked the raw value, control characters and UTF-8 included).
+        Some(b'"') if text.len() >= 2 && !text.contains('\\') => {
+            Ok(Field::Str(Cow::Borrowed(&text[1..text.len() - 1])))
+        }
         Some(b'"') => match serde_json::from_str::<JsonStr<'a>>(text) {
             Ok(s) => Ok(Field::Str(s.0)),
             // Raw scanning accepts some strings that do not decode (e.g. a lone surrogate escape).
@@ -420,6 +436,65 @@ impl<D: ?Sized + Serialize> Outgoing<'_, D> {
     }
 }
 
+impl Outgoing<'_, RawValue> {
+    /// [`encode`](Outgoing::encode) for messages whose parts are all strings or raw JSON (acks,
+    /// errors, pongs: the hot path of acknowledged requests): the same bytes, written directly
+    /// instead of through `serde_json`'s serializer.
+    pub(crate) fn encode_raw(&self) -> String {
+        // The exact length when no string needs escaping (the usual case): a buffer that is
+        // full becomes a `Bytes` without another allocation.
+        let keys = [
+            (self.namespace, "namespace"),
+            (self.room, "room"),
+            (self.event, "event"),
+            (self.ack_id, "ackId"),
+            (self.error, "error"),
+        ];
+        let len = keys
+            .iter()
+            .filter_map(|(v, k)| v.map(|v| v.len() + k.len() + 6))
+            .sum::<usize>()
+            + self.data.map_or(0, |d| d.get().len() + 8)
+            + self.kind.as_str().len()
+            + 11;
+        let mut out = String::with_capacity(len);
+        out.push_str(r#"{"type":""#);
+        out.push_str(self.kind.as_str());
+        out.push('"');
+        let field = |out: &mut String, key: &str, value: Option<&str>| {
+            if let Some(v) = value {
+                out.push_str(",\"");
+                out.push_str(key);
+                out.push_str("\":");
+                push_json_str(out, v);
+            }
+        };
+        field(&mut out, "namespace", self.namespace);
+        field(&mut out, "room", self.room);
+        field(&mut out, "event", self.event);
+        if let Some(data) = self.data {
+            out.push_str(r#","data":"#);
+            out.push_str(data.get());
+        }
+        field(&mut out, "ackId", self.ack_id);
+        field(&mut out, "error", self.error);
+        out.push('}');
+        out
+    }
+}
+
+/// Append `s` as a JSON string, escaped exactly as `serde_json` does.
+fn push_json_str(out: &mut String, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        // Serializing a `str` cannot fail.
+        out.push_str(&serde_json::to_string(s).unwrap_or_default());
+    }
+}
+
 impl<D: ?Sized + Serialize> Serialize for Outgoing<'_, D> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let len = 1
@@ -456,6 +531,54 @@ impl<D: ?Sized + Serialize> Serialize for Outgoing<'_, D> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encode_raw_writes_what_serde_json_writes() {
+        let data =
+            serde_json::value::RawValue::from_string(r#"{"a": [1, 2.50, "\u00e9"]}"#.to_owned())
+                .expect("valid json");
+        let names = [
+            "",
+            "/",
+            "/chat",
+            "plain",
+            "quote\"d",
+            "back\\slash",
+            "tab\there",
+            "nul\u{0}x",
+            "del\u{7f}",
+            "\u{1f}",
+            "é ü 漢字 🚀",
+            "line\nbreak",
+        ];
+        for kind in [
+            MessageType::Ack,
+            MessageType::Error,
+            MessageType::Pong,
+            MessageType::Event,
+        ] {
+            for (i, name) in names.iter().enumerate() {
+                let other = names[(i + 3) % names.len()];
+                let mut m = Outgoing::<RawValue>::new(kind);
+                m.namespace = Some(name);
+                m.event = (i % 2 == 0).then_some(other);
+                m.room = (i % 3 == 0).then_some(name);
+                m.data = (i % 4 != 1).then_some(&*data);
+                m.ack_id = (i % 3 != 2).then_some(other);
+                m.error = (i % 5 == 0).then_some(name);
+                let raw = m.encode_raw();
+                assert_eq!(raw, m.encode().expect("encodes"), "{m:?}");
+                let plain = [name, &other]
+                    .iter()
+                    .all(|s| s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\'));
+                if plain {
+                    assert_eq!(raw.len(), raw.capacity(), "exact size for {m:?}");
+                }
+            }
+            let bare = Outgoing::<RawValue>::new(kind);
+            assert_eq!(bare.encode_raw(), bare.encode().expect("encodes"));
+        }
+    }
 
     const ALL_TYPES: [MessageType; 7] = [
         MessageType::Ping,
