@@ -204,13 +204,25 @@ fn start_server(kind: Kind, pin: bool) -> Result<Running, String> {
     }
 }
 
-/// Run the generator with `plan` against a running server; its metrics.
+/// A run during which other processes used more than this share of a core (on average) was
+/// disturbed: it is repeated.
+const MAX_OTHER_CPU: f64 = 0.10;
+
+/// Attempts of one run disturbed by other processes.
+const MAX_ATTEMPTS: u32 = 4;
+
+/// Run the generator with `plan` against a running server; its metrics, with
+/// `other.cpu_share`: the CPU time used meanwhile by processes other than the server and the
+/// generator, as a share of one core.
 fn run_plan(
     kind: Kind,
     server: &mut Running,
     plan: &str,
     pin: bool,
 ) -> Result<BTreeMap<String, f64>, String> {
+    let busy0 = procfs::machine_busy_ns();
+    let server0 = procfs::cpu_ns(server.pid);
+    let t0 = Instant::now();
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let out = pinned(1, &exe, pin)
         .args([
@@ -227,6 +239,9 @@ fn run_plan(
         .stderr(Stdio::inherit())
         .output()
         .map_err(|e| format!("cannot run the generator: {e}"))?;
+    let wall = t0.elapsed().as_secs_f64();
+    let busy1 = procfs::machine_busy_ns();
+    let server1 = procfs::cpu_ns(server.pid);
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text.lines().last().unwrap_or("");
     let v: serde_json::Value = serde_json::from_str(line)
@@ -239,6 +254,17 @@ fn run_plan(
             }
         }
     }
+    if let (Some(b0), Some(b1), Some(s0), Some(s1), Some(gen_cpu)) = (
+        busy0,
+        busy1,
+        server0,
+        server1,
+        metrics.get("generator.cpu_s").copied(),
+    ) {
+        let server_cpu = s1.saturating_sub(s0) as f64;
+        let other = (b1.saturating_sub(b0) as f64 - server_cpu) / 1e9 - gen_cpu;
+        metrics.insert("other.cpu_share".to_owned(), (other / wall).max(0.0));
+    }
     if let Ok(Some(status)) = server.child.try_wait() {
         return Err(format!(
             "the {} server exited during the run ({status})",
@@ -249,6 +275,18 @@ fn run_plan(
         return Err(format!("{}: {e}", kind.title));
     }
     Ok(metrics)
+}
+
+/// Wait (polling every 30 s) until the 1-minute load average is below `max`.
+fn wait_for_load(max: f64) {
+    loop {
+        let load = procfs::loadavg().unwrap_or(0.0);
+        if load < max {
+            return;
+        }
+        eprintln!("load {load:.2} ≥ {max}: waiting 30 s");
+        std::thread::sleep(Duration::from_secs(30));
+    }
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -293,15 +331,9 @@ pub(crate) fn run(opts: Opts) -> Result<(), String> {
         );
     }
     if let Some(max) = opts.wait_load {
-        loop {
-            let load = procfs::loadavg().unwrap_or(0.0);
-            if load < max {
-                break;
-            }
-            eprintln!("load {load:.2} ≥ {max}: waiting 30 s");
-            std::thread::sleep(Duration::from_secs(30));
-        }
+        wait_for_load(max);
     }
+
     let load_at_start = procfs::loadavg().unwrap_or(f64::NAN);
     eprintln!(
         "wsu-bench {} mode, {reps} repetition(s), 1-minute load at start {load_at_start:.2}",
@@ -332,18 +364,44 @@ pub(crate) fn run(opts: Opts) -> Result<(), String> {
     let mut samples: Samples = BTreeMap::new();
     let mut failures = Vec::new();
     let mut durations: BTreeMap<String, f64> = BTreeMap::new();
+    let mut disturbed = 0u32;
     for plan in &plans {
         for rep in 0..reps {
             for &kind in &kinds {
                 let t = Instant::now();
-                eprintln!(
-                    "== {plan} #{} {} (load {:.2})",
-                    rep + 1,
-                    kind.title,
-                    procfs::loadavg().unwrap_or(f64::NAN)
-                );
-                let result =
-                    start_server(kind, pin).and_then(|mut s| run_plan(kind, &mut s, plan, pin));
+                let mut attempt = 0;
+                let result = loop {
+                    attempt += 1;
+                    eprintln!(
+                        "== {plan} #{} {} (load {:.2})",
+                        rep + 1,
+                        kind.title,
+                        procfs::loadavg().unwrap_or(f64::NAN)
+                    );
+                    let result =
+                        start_server(kind, pin).and_then(|mut s| run_plan(kind, &mut s, plan, pin));
+                    let other = result
+                        .as_ref()
+                        .ok()
+                        .and_then(|m| m.get("other.cpu_share").copied());
+                    match other {
+                        Some(share)
+                            if share > MAX_OTHER_CPU
+                                && attempt < MAX_ATTEMPTS
+                                && mode != Mode::Smoke =>
+                        {
+                            eprintln!(
+                                "   disturbed: other processes used {:.0}% of a core; repeating",
+                                share * 100.0
+                            );
+                            disturbed += 1;
+                            if let Some(max) = opts.wait_load {
+                                wait_for_load(max);
+                            }
+                        }
+                        _ => break result,
+                    }
+                };
                 *durations.entry(plan.clone()).or_default() += t.elapsed().as_secs_f64();
                 match result {
                     Ok(m) => {
@@ -368,15 +426,21 @@ pub(crate) fn run(opts: Opts) -> Result<(), String> {
         .filter(|k| samples.contains_key(k.key))
         .collect();
     let table = report::table(&med, &present);
-    let targets = report::targets(&med);
+    let targets = if mode == Mode::Smoke {
+        "(targets are checked in the quick and full modes; smoke runs are too small)\n".to_owned()
+    } else {
+        report::targets(&med)
+    };
     println!("\n{table}\n{targets}");
     for s in &skipped {
         println!("{s}");
     }
     println!(
-        "mode {}: {reps} repetition(s), {:.0} s in all; 1-minute load at start {load_at_start:.2}",
+        "mode {}: {reps} repetition(s), {:.0} s in all; 1-minute load at start {load_at_start:.2}; \
+         {disturbed} run(s) repeated (other processes used more than {:.0}% of a core)",
         mode.name(),
-        elapsed
+        elapsed,
+        MAX_OTHER_CPU * 100.0
     );
 
     let out_dir = opts
@@ -390,6 +454,7 @@ pub(crate) fn run(opts: Opts) -> Result<(), String> {
         "load_at_start": load_at_start,
         "seconds": elapsed,
         "plan_seconds": durations,
+        "disturbed_runs_repeated": disturbed,
         "servers": present.iter().map(|k| k.key).collect::<Vec<_>>(),
         "samples": samples,
         "medians": med,

@@ -55,3 +55,18 @@ pub(crate) fn loadavg() -> Option<f64> {
         .parse()
         .ok()
 }
+
+/// CPU time spent by all processes of the machine so far (user + nice + system of
+/// `/proc/stat`), in nanoseconds: with the times of the server and the generator, it tells
+/// whether something else ran during a measurement.
+pub(crate) fn machine_busy_ns() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(3)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    (f.len() == 3).then(|| f.iter().sum::<u64>() * 1_000_000_000 / ticks_per_second())
+}

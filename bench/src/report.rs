@@ -206,6 +206,12 @@ const ROWS: &[Row] = &[
         1,
     ),
     row(
+        "other.cpu_share",
+        "Other processes' CPU during a run (share of a core)",
+        Better::Lower,
+        2,
+    ),
+    row(
         "baseline.rss_mib",
         "RSS of the fresh server: MiB",
         Better::Lower,

@@ -496,6 +496,10 @@ pub(crate) fn run(proto: Proto, server: SocketAddr, pid: u32, plan: &str) -> Res
     let local = tokio::task::LocalSet::new();
     let g = G::new(proto, server, pid);
     let result = local.block_on(&rt, plans::run(&g, plan));
+    // The generator's own CPU time, for the check that nothing else ran meanwhile.
+    if let Some(ns) = procfs::cpu_ns(std::process::id()) {
+        g.set("generator.cpu_s", ns as f64 / 1e9);
+    }
     let out = serde_json::json!({
         "metrics": &*g.metrics.borrow(),
         "notes": &*g.notes.borrow(),
