@@ -6,6 +6,7 @@
 //!               [--plans full-a,full-b] [--out DIR] [--wait-load 0.7] [--plots | --no-plots]
 //! wsu-bench server <wsu|sioxide|raw> [--port N]      one server under test
 //! wsu-bench gen --proto <wsu|sio> --addr HOST:PORT --pid PID --plan <smoke|quick|full-a|full-b|full-c>
+//! wsu-bench plot target/wsu-bench/results-full.json   redraw bench/*.png from saved results
 //! ```
 
 mod client;
@@ -25,7 +26,8 @@ const USAGE: &str = "usage:
   wsu-bench all [--smoke | --quick | --full] [--reps N] [--only wsu,sioxide,node,raw]
                 [--plans full-a,full-b,full-c] [--out DIR] [--wait-load LOAD] [--plots | --no-plots]
   wsu-bench server <wsu|sioxide|raw> [--port N]
-  wsu-bench gen --proto <wsu|sio> --addr HOST:PORT --pid PID --plan <smoke|quick|full-a|full-b|full-c>";
+  wsu-bench gen --proto <wsu|sio> --addr HOST:PORT --pid PID --plan <smoke|quick|full-a|full-b|full-c>
+  wsu-bench plot target/wsu-bench/results-full.json   (redraw bench/*.png)";
 
 /// The value after a flag.
 fn value<'a>(args: &'a [String], i: &mut usize, flag: &str) -> Result<&'a str, String> {
@@ -125,12 +127,32 @@ fn generator(args: &[String]) -> Result<(), String> {
     }
 }
 
+/// Redraw the plots from a results file of `all`.
+fn replot(args: &[String]) -> Result<(), String> {
+    let path = args.first().ok_or(USAGE)?;
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{path}: {e}"))?;
+    let med: orchestrate::Medians = serde_json::from_value(v["medians"].clone())
+        .map_err(|e| format!("{path}: medians: {e}"))?;
+    let kinds: Vec<orchestrate::Kind> = orchestrate::KINDS
+        .iter()
+        .copied()
+        .filter(|k| med.contains_key(k.key))
+        .collect();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for f in plot::all(&med, &kinds, dir)? {
+        eprintln!("plot: {}", f.display());
+    }
+    Ok(())
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("all") => all(&args[1..]),
         Some("server") => server(&args[1..]),
         Some("gen") => generator(&args[1..]),
+        Some("plot") => replot(&args[1..]),
         _ => Err(USAGE.to_owned()),
     };
     if let Err(e) = result {

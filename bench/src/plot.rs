@@ -144,7 +144,8 @@ fn chart(
             .map_err(e)?;
     } else {
         let mut ch = builder
-            .build_cartesian_2d(0f64..x_max, 0f64..max * 1.15)
+            // Head room for the legend above the lines.
+            .build_cartesian_2d(0f64..x_max, 0f64..max * 1.4)
             .map_err(e)?;
         ch.configure_mesh()
             .x_desc(x_desc)
