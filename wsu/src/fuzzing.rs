@@ -55,13 +55,21 @@ const DECODE_ERROR_KINDS: [&str; 5] = [
 /// message of at most 200 chars, and echoes only valid strings; a decoded message re-encoded with
 /// the server's encoder (`Outgoing`) decodes again to the same fields (every field `Outgoing`
 /// can carry: `type` when it was a known type, `namespace`, `room`, `event`, `data` byte for
-/// byte, `ackId` and `error`).
+/// byte, `ackId` and `error`); the fast path, when it answers, answers what the careful decoder
+/// does.
 ///
 /// # Panics
 /// When one of these checks fails.
 pub fn decode(data: &[u8]) {
     let first = envelope::decode(data);
     assert_eq!(first, envelope::decode(data), "decode is not deterministic");
+    if let Some(fast) = envelope::decode_fast(data) {
+        assert_eq!(
+            Ok(fast),
+            envelope::decode_careful(data),
+            "the fast path disagrees with the careful decoder"
+        );
+    }
     match first {
         Err(e) => check_decode_error(&e),
         Ok(msg) => check_round_trip(&msg),

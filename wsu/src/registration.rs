@@ -12,10 +12,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
+use crate::Socket;
 use crate::handler::{ErasedHandler, HandlerError, IntoAck, IntoErrorBody, Reply};
 use crate::hooks::{ConnectOutcome, DisconnectReason};
 use crate::sync::BoxFuture;
-use crate::{Json, Socket};
 
 /// The call of an event handler: decode, extract, run, turn the result into the ack.
 pub type EventFn = for<'a> fn(Socket, Option<&'a RawValue>) -> BoxFuture<Reply>;
@@ -129,7 +129,7 @@ where
     Fut: Future<Output = T> + Send + 'static,
     T: AckValue,
 {
-    Box::pin(async move { Json(fut.await).into_ack() })
+    Box::pin(async move { crate::handler::ack_value(fut.await) })
 }
 
 /// Run a handler future whose output is `Result<T, E>`: the ack, or the error answer. `T` and
@@ -140,7 +140,12 @@ where
     E: IntoErrorBody,
     Fut: Future<Output = Result<T, E>> + Send + 'static,
 {
-    Box::pin(async move { fut.await.into_ack() })
+    Box::pin(async move {
+        match fut.await {
+            Ok(value) => crate::handler::ack_value(value),
+            Err(e) => Err(e.into_error_body()),
+        }
+    })
 }
 
 /// Decode the payload (bounded by [`Payload`] so a wrong type gets one clear error).

@@ -1,6 +1,7 @@
 //! What a connection does with each client message: protocol-level answers at once (`ping`,
 //! `ack`, invalid input), requests (`event`, `join`, `leave`) one at a time in arrival order.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -19,20 +20,35 @@ use crate::stats::Counters;
 use crate::sync::{BoxFuture, CatchUnwind};
 use crate::{CloseCode, DisconnectReason, JoinError, Socket};
 
-/// A client request waiting for its turn (owned copies of what the frame said).
-pub(crate) struct Request {
+/// A client request: borrowed from its frame while it is started at once, owned (`'static`)
+/// while it waits for its turn in the queue.
+pub(crate) struct Request<'a> {
     kind: MessageType,
-    namespace: Box<str>,
-    event: Option<Box<str>>,
-    room: Option<Box<str>>,
-    ack_id: Option<Box<str>>,
-    data: Option<Box<RawValue>>,
+    namespace: Cow<'a, str>,
+    event: Option<Cow<'a, str>>,
+    room: Option<Cow<'a, str>>,
+    ack_id: Option<Cow<'a, str>>,
+    data: Option<Cow<'a, RawValue>>,
+}
+
+impl Request<'_> {
+    /// Copies what it borrows, to wait in the queue (it must not pin the read buffer).
+    fn into_owned(self) -> Request<'static> {
+        Request {
+            kind: self.kind,
+            namespace: Cow::Owned(self.namespace.into_owned()),
+            event: self.event.map(|e| Cow::Owned(e.into_owned())),
+            room: self.room.map(|r| Cow::Owned(r.into_owned())),
+            ack_id: self.ack_id.map(|a| Cow::Owned(a.into_owned())),
+            data: self.data.map(|d| Cow::Owned(d.into_owned())),
+        }
+    }
 }
 
 /// An entry of the per-connection queue: a request waiting for its turn, or an answer that must
 /// not overtake the answers of earlier requests.
 pub(crate) enum Pending {
-    Request(Request),
+    Request(Request<'static>),
     Reply(Utf8Bytes),
 }
 
@@ -53,6 +69,14 @@ pub(crate) struct Running {
     pub(crate) fut: BoxFuture<Reply>,
 }
 
+/// A request's handler future, before it is known whether it finishes at once (its event and ack
+/// id are only copied when it does not).
+struct Begun {
+    kind: Kind,
+    namespace: Arc<str>,
+    fut: BoxFuture<Reply>,
+}
+
 /// What starting a request produced.
 enum Started {
     /// Refused at once: this error, counted as an invalid message (abuse budget).
@@ -60,7 +84,7 @@ enum Started {
     /// Finished at once: this reply (maybe none).
     Done(Option<Utf8Bytes>),
     /// Running.
-    Running(Running),
+    Running(Begun),
 }
 
 /// Encode a server→client message of raw parts (strings and raw JSON).
@@ -317,25 +341,14 @@ where
                         .reject(echo_ns, echo_ev, echo_ack, "rate limit exceeded")
                         .await;
                 }
+                let is_event = kind == MessageType::Event;
                 let request = Request {
                     kind,
-                    namespace: msg.namespace.as_ref().into(),
-                    event: if kind == MessageType::Event {
-                        msg.event.as_deref().map(Into::into)
-                    } else {
-                        None
-                    },
-                    room: if kind == MessageType::Event {
-                        None
-                    } else {
-                        msg.room.as_deref().map(Into::into)
-                    },
-                    ack_id: msg.ack_id.as_deref().map(Into::into),
-                    data: if kind == MessageType::Event {
-                        msg.data.map(|d| d.to_owned())
-                    } else {
-                        None
-                    },
+                    namespace: msg.namespace,
+                    event: msg.event.filter(|_| is_event),
+                    room: msg.room.filter(|_| !is_event),
+                    ack_id: msg.ack_id,
+                    data: msg.data.filter(|_| is_event).map(Cow::Borrowed),
                 };
                 self.submit(request).await
             }
@@ -344,7 +357,7 @@ where
     }
 
     /// Run a request now if nothing is running, else queue it (bounded).
-    async fn submit(&mut self, request: Request) -> Result<(), Exit> {
+    async fn submit(&mut self, request: Request<'_>) -> Result<(), Exit> {
         if self.running.is_none() && self.queue.is_empty() {
             return self.start(request).await;
         }
@@ -360,7 +373,7 @@ where
             self.reply(frame).await?;
             return self.invalid();
         }
-        self.queue.push_back(Pending::Request(request));
+        self.queue.push_back(Pending::Request(request.into_owned()));
         Ok(())
     }
 
@@ -368,23 +381,39 @@ where
     ///
     /// A started handler is polled once at once (with the task's waker): most complete
     /// without waiting, and their answer then joins the current batch of writes.
-    async fn start(&mut self, request: Request) -> Result<(), Exit> {
-        match self.begin(request) {
+    async fn start(&mut self, request: Request<'_>) -> Result<(), Exit> {
+        match self.begin(&request) {
             Started::Done(Some(frame)) => self.reply(frame).await,
             Started::Refused(frame) => {
                 self.reply(frame).await?;
                 self.invalid()
             }
             Started::Done(None) => Ok(()),
-            Started::Running(mut r) => {
+            Started::Running(Begun {
+                kind,
+                namespace,
+                mut fut,
+            }) => {
                 let polled = std::future::poll_fn(|cx| {
-                    Poll::Ready(Pin::new(&mut CatchUnwind::new(&mut r.fut)).poll(cx))
+                    Poll::Ready(Pin::new(&mut CatchUnwind::new(&mut fut)).poll(cx))
                 })
                 .await;
                 match polled {
-                    Poll::Ready(out) => self.answer_finished(r.finish(out)).await,
+                    Poll::Ready(out) => {
+                        drop(fut);
+                        let (event, ack_id) = (request.event.as_deref(), request.ack_id.as_deref());
+                        self.answer_finished(kind, &namespace, event, ack_id, out)
+                            .await
+                    }
+                    // Only now are the event and ack id copied out of the frame.
                     Poll::Pending => {
-                        self.running = Some(r);
+                        self.running = Some(Running {
+                            kind,
+                            namespace,
+                            event: request.event.map(Into::into),
+                            ack_id: request.ack_id.map(Into::into),
+                            fut,
+                        });
                         Ok(())
                     }
                 }
@@ -447,7 +476,7 @@ where
         }
     }
 
-    fn begin(&mut self, r: Request) -> Started {
+    fn begin(&mut self, r: &Request<'_>) -> Started {
         match r.kind {
             MessageType::Event => self.begin_event(r),
             MessageType::Join => self.begin_join(r),
@@ -455,7 +484,7 @@ where
         }
     }
 
-    fn begin_event(&mut self, r: Request) -> Started {
+    fn begin_event(&mut self, r: &Request<'_>) -> Started {
         let event = r.event.as_deref().unwrap_or_default();
         let ack = r.ack_id.as_deref();
         let Some(ns) = self.conn.namespace(&r.namespace) else {
@@ -478,16 +507,14 @@ where
         };
         let socket = Socket::new(self.server.clone(), self.conn.clone(), ns.name.clone());
         let fut = entry.handler.call(socket, r.data.as_deref());
-        Started::Running(Running {
+        Started::Running(Begun {
             kind: Kind::Event,
             namespace: ns.name.clone(),
-            event: r.event,
-            ack_id: r.ack_id,
             fut,
         })
     }
 
-    fn membership_done(&self, r: &Request, result: Result<(), JoinError>) -> Started {
+    fn membership_done(&self, r: &Request<'_>, result: Result<(), JoinError>) -> Started {
         match result {
             Ok(()) => Started::Done(
                 r.ack_id
@@ -505,9 +532,9 @@ where
         }
     }
 
-    fn begin_join(&mut self, r: Request) -> Started {
+    fn begin_join(&mut self, r: &Request<'_>) -> Started {
         let Some(ns) = self.server.namespace_for_join(&r.namespace) else {
-            return self.membership_done(&r, Err(JoinError::UnknownNamespace));
+            return self.membership_done(r, Err(JoinError::UnknownNamespace));
         };
         let member = ns.is_member(self.conn.id);
         let hook = if member { None } else { ns.on_connect.clone() };
@@ -516,12 +543,12 @@ where
                 .server
                 .join(&self.conn, &r.namespace, r.room.as_deref())
                 .map(|_| ());
-            return self.membership_done(&r, res);
+            return self.membership_done(r, res);
         };
         // The namespace's connect hook decides first.
         let server = self.server.clone();
         let conn = self.conn.clone();
-        let room = r.room.clone();
+        let room = r.room.as_deref().map(str::to_owned);
         let ns_name = ns.name.clone();
         let fut = async move {
             let socket = Socket::new(server.clone(), conn.clone(), ns_name.clone());
@@ -533,26 +560,24 @@ where
                 .map_err(|e| HandlerError::new(e.to_string()))?;
             Ok(None)
         };
-        Started::Running(Running {
+        Started::Running(Begun {
             kind: Kind::Membership,
             namespace: ns.name.clone(),
-            event: None,
-            ack_id: r.ack_id,
             fut: Box::pin(fut),
         })
     }
 
-    fn begin_leave(&mut self, r: Request) -> Started {
+    fn begin_leave(&mut self, r: &Request<'_>) -> Started {
         if let Some(room) = r.room.as_deref() {
             self.conn.leave_room(&r.namespace, room);
-            return self.membership_done(&r, Ok(()));
+            return self.membership_done(r, Ok(()));
         }
         let Some(m) = self.conn.leave_namespace(&r.namespace) else {
-            return self.membership_done(&r, Ok(()));
+            return self.membership_done(r, Ok(()));
         };
         if m.ns.on_disconnect.is_none() {
             self.server.release_namespace(&m.ns);
-            return self.membership_done(&r, Ok(()));
+            return self.membership_done(r, Ok(()));
         }
         let server = self.server.clone();
         let conn = self.conn.clone();
@@ -560,31 +585,46 @@ where
             leave_hooks(&server, &conn, m, DisconnectReason::LeftNamespace).await;
             Ok(None)
         };
-        Started::Running(Running {
+        Started::Running(Begun {
             kind: Kind::Membership,
             namespace: Arc::from(&*r.namespace),
-            event: None,
-            ack_id: r.ack_id,
             fut: Box::pin(fut),
         })
     }
 
     /// The running request finished (or panicked): answer it and start the next.
-    pub(crate) async fn on_finished(&mut self, finished: Finished) -> Result<(), Exit> {
-        self.answer_finished(finished).await?;
+    pub(crate) async fn on_finished(
+        &mut self,
+        running: Running,
+        out: Result<Reply, String>,
+    ) -> Result<(), Exit> {
+        let Running {
+            kind,
+            namespace,
+            event,
+            ack_id,
+            fut,
+        } = running;
+        drop(fut);
+        self.answer_finished(kind, &namespace, event.as_deref(), ack_id.as_deref(), out)
+            .await?;
         self.start_queued().await
     }
 
     /// Send the answer of a finished request.
     async fn answer_finished(
         &mut self,
-        (kind, namespace, event, ack_id, out): Finished,
+        kind: Kind,
+        namespace: &str,
+        event: Option<&str>,
+        ack_id: Option<&str>,
+        out: Result<Reply, String>,
     ) -> Result<(), Exit> {
         let out = match out {
             Ok(reply) => reply,
             Err(panic) => {
                 Counters::inc(&self.server.inner.counters.handler_panics);
-                tracing::error!(panic = %panic, event = event.as_deref().unwrap_or(""), "handler panicked");
+                tracing::error!(panic = %panic, event = event.unwrap_or(""), "handler panicked");
                 if kind == Kind::Connect {
                     return Err(Exit::close(CloseCode::INTERNAL_ERROR, "internal error"));
                 }
@@ -600,37 +640,16 @@ where
                 ));
             }
             (_, Ok(data)) => {
-                if let Some(id) = ack_id.as_deref() {
-                    let frame = ack_frame(&namespace, event.as_deref(), id, data.as_deref());
+                if let Some(id) = ack_id {
+                    let frame = ack_frame(namespace, event, id, data.as_deref());
                     self.reply(frame).await?;
                 }
             }
             (_, Err(e)) => {
-                let frame = error_frame(
-                    &namespace,
-                    event.as_deref(),
-                    ack_id.as_deref(),
-                    e.message(),
-                    e.data(),
-                );
+                let frame = error_frame(namespace, event, ack_id, e.message(), e.data());
                 self.reply(frame).await?;
             }
         }
         Ok(())
-    }
-}
-
-/// A finished request: its kind, namespace, event, ack id and outcome (Err = panic message).
-pub(crate) type Finished = (
-    Kind,
-    Arc<str>,
-    Option<Box<str>>,
-    Option<Box<str>>,
-    Result<Reply, String>,
-);
-
-impl Running {
-    pub(crate) fn finish(self, out: Result<Reply, String>) -> Finished {
-        (self.kind, self.namespace, self.event, self.ack_id, out)
     }
 }

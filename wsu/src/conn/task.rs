@@ -166,7 +166,7 @@ where
                 msg = self.ws.next() => self.on_messages(msg).await,
                 out = poll_running(&mut self.running), if self.running.is_some() => {
                     match self.running.take() {
-                        Some(r) => self.on_finished(r.finish(out)).await,
+                        Some(r) => self.on_finished(r, out).await,
                         None => Ok(()),
                     }
                 }

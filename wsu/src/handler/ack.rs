@@ -1,5 +1,6 @@
 //! Return values of handlers, turned into the `ack` (or `error`) answer.
 
+use std::any::Any;
 use std::borrow::Cow;
 use std::fmt;
 
@@ -184,6 +185,22 @@ fn encode_ack<T: Serialize + ?Sized>(value: &T) -> Result<Option<Box<RawValue>>,
     to_raw(value).map_err(|e| HandlerError::new(format!("ack could not be serialized: {e}")))
 }
 
+/// The ack `data` of a handler's return value (what [`Json<T>`](Json) gives), moving a
+/// `Box<RawValue>` as it is instead of serializing it again.
+pub(crate) fn ack_value<T: Serialize + 'static>(
+    value: T,
+) -> Result<Option<Box<RawValue>>, HandlerError> {
+    let mut slot = Some(value);
+    if let Some(raw) = (&mut slot as &mut dyn Any).downcast_mut::<Option<Box<RawValue>>>() {
+        let raw = raw.take().expect("the slot was just filled");
+        return Ok(if raw.get() == "null" { None } else { Some(raw) });
+    }
+    match slot {
+        Some(value) => encode_ack(&value),
+        None => Ok(None),
+    }
+}
+
 impl IntoAck for () {
     fn into_ack(self) -> Result<Option<Box<RawValue>>, HandlerError> {
         Ok(None)
@@ -208,6 +225,20 @@ impl<T: Serialize, E: IntoErrorBody> IntoAck for Result<T, E> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn raw_acks_are_moved_and_others_serialized() {
+        let raw = RawValue::from_string(r#"{"a": 1}"#.to_owned()).unwrap();
+        let ptr = raw.get().as_ptr();
+        let out = ack_value(raw).unwrap().unwrap();
+        assert_eq!(out.get(), r#"{"a": 1}"#);
+        assert_eq!(out.get().as_ptr(), ptr, "moved, not copied");
+        let null = RawValue::from_string("null".to_owned()).unwrap();
+        assert!(ack_value(null).unwrap().is_none());
+        assert_eq!(ack_value(7u8).unwrap().unwrap().get(), "7");
+        assert!(ack_value(()).unwrap().is_none());
+        assert!(ack_value(Option::<u8>::None).unwrap().is_none());
+    }
 
     #[test]
     fn acks() {

@@ -1,5 +1,6 @@
 //! The type-erased handler the dispatcher calls, and the adapter for typed closures.
 
+use std::any::{Any, TypeId};
 use std::future::Future;
 use std::marker::PhantomData;
 
@@ -45,11 +46,30 @@ impl<F, T> TypedHandler<F, T> {
 }
 
 /// The payload of a message whose `data` is absent decodes from `null` (so `()` and `Option<T>`
-/// payloads accept it).
+/// payloads accept it). A `Box<RawValue>` payload is a copy of `data`, which the envelope decoder
+/// has already checked, not a second parse.
 #[doc(hidden)]
-pub fn decode_payload<T: DeserializeOwned>(data: Option<&RawValue>) -> Result<T, HandlerError> {
+pub fn decode_payload<T: DeserializeOwned + 'static>(
+    data: Option<&RawValue>,
+) -> Result<T, HandlerError> {
+    if let Some(raw) = data {
+        if let Some(payload) = raw_payload::<T>(raw) {
+            return Ok(payload);
+        }
+    }
     let raw = data.map_or("null", RawValue::get);
     serde_json::from_str::<T>(raw).map_err(|e| HandlerError::new(format!("invalid payload: {e}")))
+}
+
+/// `raw` as a `T`, when `T` is `Box<RawValue>` (raw JSON relayed as it came).
+fn raw_payload<T: 'static>(raw: &RawValue) -> Option<T> {
+    if TypeId::of::<T>() != TypeId::of::<Box<RawValue>>() {
+        return None;
+    }
+    let mut slot = Some(raw.to_owned());
+    (&mut slot as &mut dyn Any)
+        .downcast_mut::<Option<T>>()?
+        .take()
 }
 
 impl<F, Fut, T, R> ErasedHandler for TypedHandler<F, T>
@@ -86,4 +106,22 @@ where
     R: IntoAck,
     T: DeserializeOwned + Send + 'static,
 {
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_payloads_are_copied_and_others_decoded() {
+        let data = RawValue::from_string(r#"{"a": [1, 2.50]}"#.to_owned()).unwrap();
+        let raw: Box<RawValue> = decode_payload(Some(&data)).unwrap();
+        assert_eq!(raw.get(), data.get());
+        let absent: Box<RawValue> = decode_payload(None).unwrap();
+        assert_eq!(absent.get(), "null");
+        let value: serde_json::Value = decode_payload(Some(&data)).unwrap();
+        assert_eq!(value["a"][0], 1);
+        let wrong = decode_payload::<u8>(Some(&data)).unwrap_err();
+        assert!(wrong.message().starts_with("invalid payload: invalid type"));
+    }
 }

@@ -4,6 +4,7 @@
 mod ack;
 mod erased;
 
+pub(crate) use ack::ack_value;
 pub use ack::{HandlerError, IntoAck, IntoErrorBody, Json};
 pub use erased::Handler;
 pub use erased::{ErasedHandler, Reply, TypedHandler, decode_payload};

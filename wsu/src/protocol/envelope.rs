@@ -157,6 +157,88 @@ fn bound_message(message: String) -> String {
 /// string"); `data` may be any JSON value and is kept raw; `error` and unknown keys are ignored.
 /// When several fields are wrong, the first one in object order is reported.
 pub(crate) fn decode(frame: &[u8]) -> Result<Incoming<'_>, DecodeError> {
+    match decode_fast(frame) {
+        Some(msg) => Ok(msg),
+        None => decode_careful(frame),
+    }
+}
+
+/// The fast path of [`decode`], for the frames well-behaved clients send: UTF-8, one object
+/// whose keys are all known and distinct, string-or-null fields. It reads the frame once, in one
+/// pass, and gives up (None) at anything else — unknown or repeated keys, wrong types, bad JSON —
+/// leaving the answer to [`decode_careful`]. When it gives an answer, it is the one
+/// `decode_careful` gives (checked by the `decode` fuzz target and its corpus).
+pub(crate) fn decode_fast(frame: &[u8]) -> Option<Incoming<'_>> {
+    let text = std::str::from_utf8(frame).ok()?;
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let msg = (&mut deserializer).deserialize_map(FastVisitor).ok()?;
+    deserializer.end().ok()?;
+    Some(msg)
+}
+
+/// The visitor behind [`decode_fast`]: any error (a `custom` one for what it does not handle)
+/// sends the frame to the careful decoder.
+struct FastVisitor;
+
+impl<'de> Visitor<'de> for FastVisitor {
+    type Value = Incoming<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a json object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut msg = Incoming {
+            kind: None,
+            namespace: Cow::Borrowed("/"),
+            event: None,
+            data: None,
+            ack_id: None,
+            room: None,
+            error: None,
+        };
+        let mut seen = 0u8;
+        while let Some(key) = map.next_key::<JsonStr<'de>>()? {
+            let bit = match &*key.0 {
+                "type" => 1,
+                "namespace" => 2,
+                "event" => 4,
+                "ackId" => 8,
+                "room" => 16,
+                "error" => 32,
+                "data" => 64,
+                _ => return Err(de::Error::custom("unknown key")),
+            };
+            if seen & bit != 0 {
+                return Err(de::Error::custom("duplicate key"));
+            }
+            seen |= bit;
+            if bit == 64 {
+                msg.data = Some(map.next_value::<&'de RawValue>()?);
+                continue;
+            }
+            let value = map.next_value::<Option<JsonStr<'de>>>()?.map(|s| s.0);
+            match bit {
+                1 => msg.kind = value.and_then(|t| MessageType::parse(&t)),
+                2 => {
+                    if let Some(ns) = value.filter(|ns| !ns.is_empty()) {
+                        msg.namespace = ns;
+                    }
+                }
+                4 => msg.event = value,
+                8 => msg.ack_id = value,
+                16 => msg.room = value,
+                _ => msg.error = value,
+            }
+        }
+        Ok(msg)
+    }
+}
+
+/// The careful decoder behind [`decode`]: two phases (the top level as `(key, raw value)` pairs,
+/// then each known key on its own), so that an error names the first bad field and still carries
+/// what can be echoed.
+pub(crate) fn decode_careful(frame: &[u8]) -> Result<Incoming<'_>, DecodeError> {
     if frame
         .iter()
         .all(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
@@ -578,6 +660,45 @@ mod tests {
             let bare = Outgoing::<RawValue>::new(kind);
             assert_eq!(bare.encode_raw(), bare.encode().expect("encodes"));
         }
+    }
+
+    #[test]
+    fn fast_path_takes_plain_frames_and_agrees_with_the_careful_decoder() {
+        let taken = [
+            r#"{"type":"event","namespace":"/","event":"chat","data":{"a":[1,2.50]},"ackId":"1"}"#,
+            r#"{"type":"join","namespace":"","room":"lobby","ackId":null}"#,
+            r#" { "type" : "ping" } "#,
+            r#"{"type":"nope","namespace":null,"event":"e\u0041\n","data":null}"#,
+            r#"{"type":"error","ackId":"7","error":"no","data":[1]}"#,
+            r#"{}"#,
+        ];
+        for frame in taken {
+            let fast = decode_fast(frame.as_bytes()).expect(frame);
+            assert_eq!(Ok(fast), decode_careful(frame.as_bytes()), "{frame}");
+        }
+        let refused = [
+            "",
+            "  ",
+            "[]",
+            "null",
+            r#"{"type":"event"} x"#,
+            r#"{"type":"event","type":"event"}"#,
+            r#"{"type":"event","typ\u0065":"join"}"#,
+            r#"{"type":"event","extra":1}"#,
+            r#"{"type":1}"#,
+            r#"{"error":2}"#,
+            r#"{"data":1,"data":2}"#,
+            r#"{"event":"\ud800"}"#,
+            r#"{"type":"event""#,
+        ];
+        for frame in refused {
+            assert!(decode_fast(frame.as_bytes()).is_none(), "{frame}");
+        }
+        assert!(decode_fast(b"{\"event\":\"\xff\"}").is_none());
+        assert_eq!(
+            ok(r#"{"type":"event","extra":1}"#).kind,
+            Some(MessageType::Event)
+        );
     }
 
     const ALL_TYPES: [MessageType; 7] = [
