@@ -56,13 +56,20 @@ const DECODE_ERROR_KINDS: [&str; 5] = [
 /// the server's encoder (`Outgoing`) decodes again to the same fields (every field `Outgoing`
 /// can carry: `type` when it was a known type, `namespace`, `room`, `event`, `data` byte for
 /// byte, `ackId` and `error`); the fast path, when it answers, answers what the careful decoder
-/// does.
+/// does, and a text frame decodes as its bytes do.
 ///
 /// # Panics
 /// When one of these checks fails.
 pub fn decode(data: &[u8]) {
     let first = envelope::decode(data);
     assert_eq!(first, envelope::decode(data), "decode is not deterministic");
+    if let Ok(text) = std::str::from_utf8(data) {
+        assert_eq!(
+            envelope::decode_text(text),
+            first,
+            "text frames decode differently"
+        );
+    }
     if let Some(fast) = envelope::decode_fast(data) {
         assert_eq!(
             Ok(fast),

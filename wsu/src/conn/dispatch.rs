@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::task::{Conn, Exit, leave_hooks};
 use crate::handler::{HandlerError, Reply};
-use crate::protocol::envelope::{DecodeError, Outgoing, decode};
+use crate::protocol::envelope::{DecodeError, Outgoing, decode, decode_text};
 use crate::protocol::{MessageType, names};
 use crate::stats::Counters;
 use crate::sync::{BoxFuture, CatchUnwind};
@@ -192,9 +192,13 @@ where
         self.invalid()
     }
 
-    /// Handle one data frame.
-    pub(crate) async fn on_frame(&mut self, bytes: &[u8]) -> Result<(), Exit> {
-        let msg = match decode(bytes) {
+    /// Handle one data frame (`text` when it is a text frame, already checked as UTF-8).
+    pub(crate) async fn on_frame(&mut self, bytes: &[u8], text: Option<&str>) -> Result<(), Exit> {
+        let decoded = match text {
+            Some(text) => decode_text(text),
+            None => decode(bytes),
+        };
+        let msg = match decoded {
             Ok(m) => m,
             Err(DecodeError {
                 message,

@@ -229,11 +229,11 @@ where
         match msg {
             Message::Text(text) => {
                 Counters::inc(&self.server.inner.counters.messages_in);
-                self.on_frame(text.as_bytes()).await
+                self.on_frame(text.as_bytes(), Some(text.as_str())).await
             }
             Message::Binary(bin) => {
                 Counters::inc(&self.server.inner.counters.messages_in);
-                self.on_frame(&bin).await
+                self.on_frame(&bin, None).await
             }
             // tungstenite queued the pong; it goes out with the next flush.
             Message::Ping(_) => {

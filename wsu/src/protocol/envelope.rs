@@ -169,7 +169,19 @@ pub(crate) fn decode(frame: &[u8]) -> Result<Incoming<'_>, DecodeError> {
 /// leaving the answer to [`decode_careful`]. When it gives an answer, it is the one
 /// `decode_careful` gives (checked by the `decode` fuzz target and its corpus).
 pub(crate) fn decode_fast(frame: &[u8]) -> Option<Incoming<'_>> {
-    let text = std::str::from_utf8(frame).ok()?;
+    decode_fast_text(std::str::from_utf8(frame).ok()?)
+}
+
+/// [`decode`] of a text frame, whose UTF-8 the WebSocket layer has already checked.
+pub(crate) fn decode_text(text: &str) -> Result<Incoming<'_>, DecodeError> {
+    match decode_fast_text(text) {
+        Some(msg) => Ok(msg),
+        None => decode_careful(text.as_bytes()),
+    }
+}
+
+/// [`decode_fast`] of text.
+fn decode_fast_text(text: &str) -> Option<Incoming<'_>> {
     let mut deserializer = serde_json::Deserializer::from_str(text);
     let msg = (&mut deserializer).deserialize_map(FastVisitor).ok()?;
     deserializer.end().ok()?;
