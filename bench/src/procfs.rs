@@ -19,6 +19,11 @@ fn ticks_per_second() -> u64 {
 
 /// CPU time (user + system, all threads) used by the process so far, in nanoseconds.
 pub(crate) fn cpu_ns(pid: u32) -> Option<u64> {
+    cpu_split_ns(pid).map(|(user, system)| user + system)
+}
+
+/// CPU time used by the process so far, in nanoseconds: (user, system), all threads.
+pub(crate) fn cpu_split_ns(pid: u32) -> Option<(u64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may contain spaces: fields are counted after its closing parenthesis.
     let rest = &stat[stat.rfind(')')? + 2..];
@@ -26,7 +31,8 @@ pub(crate) fn cpu_ns(pid: u32) -> Option<u64> {
     // rest[0] is field 3 (state); utime is field 14, stime field 15.
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) * 1_000_000_000 / ticks_per_second())
+    let ns = |ticks: u64| ticks * 1_000_000_000 / ticks_per_second();
+    Some((ns(utime), ns(stime)))
 }
 
 /// Resident set size, in bytes (`VmRSS` of `/proc/<pid>/status`).

@@ -44,6 +44,12 @@ const ROWS: &[Row] = &[
         3,
     ),
     row(
+        "bcast.{n}.x1.user_cpu_us_per_delivery",
+        "A broadcast to {n}, 1 msg/round: of which user space µs",
+        Better::Lower,
+        3,
+    ),
+    row(
         "bcast.{n}.x1.server_cpu_pct",
         "A broadcast to {n}, 1 msg/round: server CPU %",
         Better::Higher,
@@ -70,6 +76,12 @@ const ROWS: &[Row] = &[
     row(
         "bcast.{n}.x10.cpu_us_per_delivery",
         "A broadcast to {n}, 10 msgs/round: server CPU µs/delivery",
+        Better::Lower,
+        3,
+    ),
+    row(
+        "bcast.{n}.x10.user_cpu_us_per_delivery",
+        "A broadcast to {n}, 10 msgs/round: of which user space µs",
         Better::Lower,
         3,
     ),
@@ -140,6 +152,12 @@ const ROWS: &[Row] = &[
         2,
     ),
     row(
+        "ack.x1.user_cpu_us_per_ack",
+        "B acks × 1: of which user space µs",
+        Better::Lower,
+        2,
+    ),
+    row(
         "ack.x4.acks_per_s",
         "B acks, 10 clients × 4 in flight: acks/s",
         Better::Higher,
@@ -172,6 +190,12 @@ const ROWS: &[Row] = &[
     row(
         "ack.x8.cpu_us_per_ack",
         "B acks × 8: server CPU µs/ack",
+        Better::Lower,
+        2,
+    ),
+    row(
+        "ack.x8.user_cpu_us_per_ack",
+        "B acks × 8: of which user space µs",
         Better::Lower,
         2,
     ),

@@ -463,22 +463,37 @@ pub(crate) async fn memberships(
 
 /// Server CPU time and wall time over a measurement window.
 pub(crate) struct Window {
-    cpu0: u64,
+    user0: u64,
+    system0: u64,
     t0: Instant,
+    /// The server's user-space CPU nanoseconds of the window (set by `stop`).
+    user: std::cell::Cell<f64>,
 }
 
 impl Window {
     pub(crate) fn start(g: &G) -> Window {
+        let (user0, system0) = procfs::cpu_split_ns(g.pid).unwrap_or((0, 0));
         Window {
-            cpu0: procfs::cpu_ns(g.pid).unwrap_or(0),
+            user0,
+            system0,
             t0: Instant::now(),
+            user: std::cell::Cell::new(0.0),
         }
     }
 
-    /// (seconds, server CPU nanoseconds) since the start.
+    /// (seconds, server CPU nanoseconds: user + system) since the start.
     pub(crate) fn stop(&self, g: &G) -> (f64, f64) {
-        let cpu = procfs::cpu_ns(g.pid).unwrap_or(0).saturating_sub(self.cpu0);
-        (self.t0.elapsed().as_secs_f64(), cpu as f64)
+        let (user, system) = procfs::cpu_split_ns(g.pid).unwrap_or((0, 0));
+        let user = user.saturating_sub(self.user0);
+        let system = system.saturating_sub(self.system0);
+        self.user.set(user as f64);
+        (self.t0.elapsed().as_secs_f64(), (user + system) as f64)
+    }
+
+    /// The user-space part of the CPU time `stop` returned (the rest is the kernel's: system
+    /// calls, the TCP stack, and on loopback the receiving side's softirq work).
+    pub(crate) fn user_ns(&self) -> f64 {
+        self.user.get()
     }
 }
 

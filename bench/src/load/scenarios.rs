@@ -140,6 +140,10 @@ pub(crate) async fn broadcast_closed(
         format!("{key}.cpu_us_per_delivery"),
         cpu / 1000.0 / delivered,
     );
+    g.set(
+        format!("{key}.user_cpu_us_per_delivery"),
+        w.user_ns() / 1000.0 / delivered,
+    );
     g.set(format!("{key}.server_cpu_pct"), cpu / 1e9 / secs * 100.0);
     eprintln!(
         "  {key}: {rounds} rounds, {:.0} deliveries/s, round p50 {:.2} ms p99 {:.2} ms, {:.3} µs CPU/delivery ({:.0}% CPU)",
@@ -280,6 +284,10 @@ pub(crate) async fn acks(
     g.set(
         format!("{key}.cpu_us_per_ack"),
         cpu / 1000.0 / n.max(1) as f64,
+    );
+    g.set(
+        format!("{key}.user_cpu_us_per_ack"),
+        w.user_ns() / 1000.0 / n.max(1) as f64,
     );
     eprintln!(
         "  {key}: {:.0} acks/s, rtt p50 {:.3} ms p99 {:.3} ms p99.9 {:.3} ms, {:.2} µs CPU/ack",
