@@ -76,3 +76,13 @@ pub(crate) fn machine_busy_ns() -> Option<u64> {
         .collect();
     (f.len() == 3).then(|| f.iter().sum::<u64>() * 1_000_000_000 / ticks_per_second())
 }
+
+/// CPU time the hypervisor gave to other guests while this machine wanted to run (`steal` of
+/// `/proc/stat`, all CPUs), in nanoseconds: a run during which it grows was slowed down from
+/// outside, which no process of this machine shows.
+pub(crate) fn machine_steal_ns() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?;
+    let steal: u64 = line.split_whitespace().nth(8)?.parse().ok()?;
+    Some(steal * 1_000_000_000 / ticks_per_second())
+}

@@ -236,6 +236,12 @@ const ROWS: &[Row] = &[
         2,
     ),
     row(
+        "steal.cpu_share",
+        "Hypervisor steal time during a run (share of a core)",
+        Better::Lower,
+        2,
+    ),
+    row(
         "baseline.rss_mib",
         "RSS of the fresh server: MiB",
         Better::Lower,

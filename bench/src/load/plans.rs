@@ -157,7 +157,7 @@ async fn full_a(g: &Rc<G>, baseline: f64) -> Result<(), String> {
         ("r19000", n),
     ] {
         let label = room.trim_start_matches('r');
-        let d = Duration::from_millis(1000);
+        let d = Duration::from_millis(2000);
         broadcast_closed(g, &p.link, room, size, 1, d, &format!("bcast.{label}.x1")).await;
         broadcast_closed(g, &p.link, room, size, 10, d, &format!("bcast.{label}.x10")).await;
         broadcast_open(

@@ -1,10 +1,13 @@
 //! The JSON envelope of the wire protocol: decoding client frames ([`decode`]) and encoding server
 //! messages ([`Outgoing::encode`]).
 //!
-//! Decoding never builds a `serde_json::Value` and never recurses into `data`: the top level is
-//! read into `(key, &RawValue)` pairs (`serde_json` scans raw values iteratively), then each known
-//! key is interpreted on its own, so one bad field does not hide the others and an error reply can
-//! still echo `namespace`, `event` and `ackId`.
+//! Decoding never builds a `serde_json::Value` and never recurses into `data`. Frames as
+//! well-behaved clients send them (known keys, once each, strings where strings belong) are read
+//! in one pass ([`decode_fast`]); anything else goes to the careful decoder, which reads the top
+//! level into `(key, &RawValue)` pairs (`serde_json` scans raw values iteratively), then
+//! interprets each known key on its own, so one bad field does not hide the others and an error
+//! reply can still echo `namespace`, `event` and `ackId`. Both give the same answer for the
+//! frames the fast path takes (the `decode` fuzz target checks it on every input).
 
 use std::borrow::Cow;
 use std::cell::Cell;
