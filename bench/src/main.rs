@@ -7,6 +7,7 @@
 //! wsu-bench server <wsu|sioxide|raw> [--port N]      one server under test
 //! wsu-bench gen --proto <wsu|sio> --addr HOST:PORT --pid PID --plan <smoke|quick|full-a|full-b|full-c>
 //! wsu-bench plot target/wsu-bench/results-full.json   redraw bench/*.png from saved results
+//! wsu-bench report target/wsu-bench/results-full.json print the tables of saved results again
 //! ```
 
 mod client;
@@ -27,7 +28,8 @@ const USAGE: &str = "usage:
                 [--plans full-a,full-b,full-c] [--out DIR] [--wait-load LOAD] [--plots | --no-plots]
   wsu-bench server <wsu|sioxide|raw> [--port N]
   wsu-bench gen --proto <wsu|sio> --addr HOST:PORT --pid PID --plan <smoke|quick|full-a|full-b|full-c>
-  wsu-bench plot target/wsu-bench/results-full.json   (redraw bench/*.png)";
+  wsu-bench plot target/wsu-bench/results-full.json   (redraw bench/*.png)
+  wsu-bench report target/wsu-bench/results-full.json (print the tables again)";
 
 /// The value after a flag.
 fn value<'a>(args: &'a [String], i: &mut usize, flag: &str) -> Result<&'a str, String> {
@@ -127,6 +129,26 @@ fn generator(args: &[String]) -> Result<(), String> {
     }
 }
 
+/// Print the table, the targets and the run-by-run values of a results file of `all` again.
+fn reprint(args: &[String]) -> Result<(), String> {
+    let path = args.first().ok_or(USAGE)?;
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{path}: {e}"))?;
+    let med: orchestrate::Medians = serde_json::from_value(v["medians"].clone())
+        .map_err(|e| format!("{path}: medians: {e}"))?;
+    let samples: orchestrate::Samples = serde_json::from_value(v["samples"].clone())
+        .map_err(|e| format!("{path}: samples: {e}"))?;
+    let kinds: Vec<orchestrate::Kind> = orchestrate::KINDS
+        .iter()
+        .copied()
+        .filter(|k| med.contains_key(k.key))
+        .collect();
+    println!("{}", report::table(&med, &kinds));
+    println!("{}", report::targets(&med));
+    println!("Run by run:\n\n{}", report::spread(&samples));
+    Ok(())
+}
+
 /// Redraw the plots from a results file of `all`.
 fn replot(args: &[String]) -> Result<(), String> {
     let path = args.first().ok_or(USAGE)?;
@@ -153,6 +175,7 @@ fn main() {
         Some("server") => server(&args[1..]),
         Some("gen") => generator(&args[1..]),
         Some("plot") => replot(&args[1..]),
+        Some("report") => reprint(&args[1..]),
         _ => Err(USAGE.to_owned()),
     };
     if let Err(e) = result {

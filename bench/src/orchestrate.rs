@@ -444,6 +444,9 @@ pub(crate) fn run(opts: Opts) -> Result<(), String> {
         report::targets(&med)
     };
     println!("\n{table}\n{targets}");
+    if mode != Mode::Smoke && reps > 1 {
+        println!("Run by run:\n\n{}", report::spread(&samples));
+    }
     for s in &skipped {
         println!("{s}");
     }

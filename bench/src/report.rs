@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::orchestrate::{Kind, Medians};
+use crate::orchestrate::{Kind, Medians, Samples};
 
 /// Which way is better.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -410,8 +410,16 @@ pub(crate) fn table(med: &Medians, kinds: &[Kind]) -> String {
             }
             if has_wsu {
                 let w = get(med, "wsu", &key);
+                // Ratios of what rounds to zero at the row's precision say nothing.
+                let shown = |v: f64| fmt(v, r.decimals).trim_start_matches(['0', '.', '-']) != "";
                 for k in &others {
-                    let _ = write!(out, " {} |", ratio(w, get(med, k.key, &key)));
+                    let o = get(med, k.key, &key);
+                    let text = if shown(w) || shown(o) {
+                        ratio(w, o)
+                    } else {
+                        "–".to_owned()
+                    };
+                    let _ = write!(out, " {text} |");
                 }
             }
             out.push('\n');
@@ -430,6 +438,87 @@ fn check(out: &mut String, what: &str, value: f64, ok: bool, detail: String) {
         "MISS"
     };
     let _ = writeln!(out, "- {verdict} {what}: {detail}");
+}
+
+/// The runs behind the medians of the target metrics: every run's value per server, and wsu ÷
+/// socketioxide and wsu ÷ raw run by run (the servers of one repetition run one after another,
+/// so these pairs share the machine's state of the moment).
+pub(crate) fn spread(samples: &Samples) -> String {
+    let mut keys = Vec::new();
+    for n in SIZES {
+        for x in ["x1", "x10"] {
+            keys.push((
+                format!("bcast.{n}.{x}.deliveries_per_s"),
+                format!("A broadcast to {n}, {x}: deliveries/s"),
+                0,
+            ));
+            keys.push((
+                format!("bcast.{n}.{x}.cpu_us_per_delivery"),
+                format!("A broadcast to {n}, {x}: CPU µs/delivery"),
+                2,
+            ));
+        }
+    }
+    for x in ["x1", "x8"] {
+        keys.push((
+            format!("ack.{x}.acks_per_s"),
+            format!("B acks {x}: acks/s"),
+            0,
+        ));
+        keys.push((
+            format!("ack.{x}.rtt_p99_ms"),
+            format!("B acks {x}: RTT p99 ms"),
+            2,
+        ));
+    }
+    keys.push(("accept.per_s".to_owned(), "D handshakes/s".to_owned(), 0));
+    let runs = |server: &str, key: &str| -> Vec<f64> {
+        samples
+            .get(server)
+            .and_then(|m| m.get(key))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let list = |v: &[f64], decimals: usize| -> String {
+        if v.is_empty() {
+            return "–".to_owned();
+        }
+        v.iter()
+            .map(|x| fmt(*x, decimals))
+            .collect::<Vec<_>>()
+            .join(" / ")
+    };
+    let paired = |a: &[f64], b: &[f64]| -> String {
+        if a.is_empty() || a.len() != b.len() {
+            return "–".to_owned();
+        }
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| ratio(*x, *y))
+            .collect::<Vec<_>>()
+            .join(" / ")
+    };
+    let mut out = String::from(
+        "| metric, run by run | wsu | socketioxide | node socket.io | raw tungstenite | wsu ÷ socketioxide | wsu ÷ raw |\n|---|---|---|---|---|---|---|\n",
+    );
+    for (key, label, decimals) in keys {
+        let w = runs("wsu", &key);
+        if w.is_empty() {
+            continue;
+        }
+        let (sx, nd, rw) = (runs("sioxide", &key), runs("node", &key), runs("raw", &key));
+        let _ = writeln!(
+            out,
+            "| {label} | {} | {} | {} | {} | {} | {} |",
+            list(&w, decimals),
+            list(&sx, decimals),
+            list(&nd, decimals),
+            list(&rw, decimals),
+            paired(&w, &sx),
+            paired(&w, &rw),
+        );
+    }
+    out
 }
 
 /// The targets of issue 6, checked on the medians.
