@@ -411,7 +411,11 @@ pub(crate) fn table(med: &Medians, kinds: &[Kind]) -> String {
             if has_wsu {
                 let w = get(med, "wsu", &key);
                 // Ratios of what rounds to zero at the row's precision say nothing.
-                let shown = |v: f64| fmt(v, r.decimals).trim_start_matches(['0', '.', '-']) != "";
+                let shown = |v: f64| {
+                    !fmt(v, r.decimals)
+                        .trim_start_matches(['0', '.', '-'])
+                        .is_empty()
+                };
                 for k in &others {
                     let o = get(med, k.key, &key);
                     let text = if shown(w) || shown(o) {
