@@ -129,20 +129,35 @@ fn generator(args: &[String]) -> Result<(), String> {
     }
 }
 
-/// Print the table, the targets and the run-by-run values of a results file of `all` again.
-fn reprint(args: &[String]) -> Result<(), String> {
+/// The results file named by the first argument, parsed, with its path.
+fn read_results(args: &[String]) -> Result<(serde_json::Value, &str), String> {
     let path = args.first().ok_or(USAGE)?;
     let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{path}: {e}"))?;
+    let v = serde_json::from_str(&text).map_err(|e| format!("{path}: {e}"))?;
+    Ok((v, path))
+}
+
+/// The medians of a results file, and the servers present in them.
+fn medians_of(
+    v: &serde_json::Value,
+    path: &str,
+) -> Result<(orchestrate::Medians, Vec<orchestrate::Kind>), String> {
     let med: orchestrate::Medians = serde_json::from_value(v["medians"].clone())
         .map_err(|e| format!("{path}: medians: {e}"))?;
-    let samples: orchestrate::Samples = serde_json::from_value(v["samples"].clone())
-        .map_err(|e| format!("{path}: samples: {e}"))?;
-    let kinds: Vec<orchestrate::Kind> = orchestrate::KINDS
+    let kinds = orchestrate::KINDS
         .iter()
         .copied()
         .filter(|k| med.contains_key(k.key))
         .collect();
+    Ok((med, kinds))
+}
+
+/// Print the table, the targets and the run-by-run values of a results file of `all` again.
+fn reprint(args: &[String]) -> Result<(), String> {
+    let (v, path) = read_results(args)?;
+    let samples: orchestrate::Samples = serde_json::from_value(v["samples"].clone())
+        .map_err(|e| format!("{path}: samples: {e}"))?;
+    let (med, kinds) = medians_of(&v, path)?;
     println!("{}", report::table(&med, &kinds));
     println!("{}", report::targets(&med));
     println!("Run by run:\n\n{}", report::spread(&samples));
@@ -151,16 +166,8 @@ fn reprint(args: &[String]) -> Result<(), String> {
 
 /// Redraw the plots from a results file of `all`.
 fn replot(args: &[String]) -> Result<(), String> {
-    let path = args.first().ok_or(USAGE)?;
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{path}: {e}"))?;
-    let med: orchestrate::Medians = serde_json::from_value(v["medians"].clone())
-        .map_err(|e| format!("{path}: medians: {e}"))?;
-    let kinds: Vec<orchestrate::Kind> = orchestrate::KINDS
-        .iter()
-        .copied()
-        .filter(|k| med.contains_key(k.key))
-        .collect();
+    let (v, path) = read_results(args)?;
+    let (med, kinds) = medians_of(&v, path)?;
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     for f in plot::all(&med, &kinds, dir)? {
         eprintln!("plot: {}", f.display());
