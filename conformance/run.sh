@@ -3,20 +3,23 @@
 # against wsu's real accept path in echo mode (tests/src/bin/autobahn_echo.rs), then compares the
 # results with conformance/expected.json (conformance/compare.py). See conformance/README.md.
 #
-# Autobahn is Python 2 only. Where no CPython 2.7 interpreter exists, this prints
-# "SKIPPED: Autobahn needs Python 2.7, not found" and exits 0. Otherwise it installs the suite
-# once into a virtualenv (default ~/.cache/wsu-autobahn, or $WSU_AUTOBAHN_VENV), reused by later
-# runs.
+# Autobahn is Python 2 only: it needs a CPython 2.7 interpreter ($WSU_PYTHON27 if set, else
+# python2.7, python2, pyenv's ~/.pyenv/versions/2.7*). It installs the suite once into a
+# virtualenv (default ~/.cache/wsu-autobahn, or $WSU_AUTOBAHN_VENV), reused by later runs.
+# Without Python 2.7, or when the suite cannot be installed: with CI set (.ci/run sets CI=true)
+# the run FAILS; locally it is skipped with a "SKIPPED: ..." banner and exits 0 (.ci/lib.sh).
 #
 # Usage: conformance/run.sh [--update]
 #   --update    rewrite conformance/expected.json with this run's results (review the diff!)
 # Environment:
-#   WSU_PYTHON27        the Python 2.7 interpreter to use (default: searched for)
+#   WSU_PYTHON27        the Python 2.7 interpreter to use, and only it (default: searched for)
+#   CI                  set (and not "0"/"false"): a missing tool fails the run instead of skipping
 #   WSU_AUTOBAHN_VENV   where to install the suite
 #   WSU_AUTOBAHN_BIN    a prebuilt autobahn_echo binary (default: built with cargo)
 #   WSU_AUTOBAHN_CASES  a JSON list of case patterns to run (default: every case, ["*"])
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source .ci/lib.sh
 
 UPDATE=()
 if [[ "${1:-}" == "--update" ]]; then
@@ -30,12 +33,20 @@ is_py27() {
 }
 
 PY27=""
-candidates=("${WSU_PYTHON27:-}" python2.7 python2 /usr/bin/python2.7 /usr/local/bin/python2.7)
-# pyenv installs (its shims only work when the version is selected, so look at them directly).
 pyenv_root="${PYENV_ROOT:-$HOME/.pyenv}"
-for dir in "$pyenv_root"/versions/2.7*/bin; do
-    [[ -d "$dir" ]] && candidates+=("$dir/python2.7")
-done
+if [[ -n "${WSU_PYTHON27:-}" ]]; then
+    # Given explicitly: that interpreter or none.
+    candidates=("$WSU_PYTHON27")
+    looked="\$WSU_PYTHON27=$WSU_PYTHON27"
+else
+    candidates=(python2.7 python2 /usr/bin/python2.7 /usr/local/bin/python2.7)
+    # pyenv installs (its shims only work when the version is selected, so look at them
+    # directly).
+    for dir in "$pyenv_root"/versions/2.7*/bin; do
+        [[ -d "$dir" ]] && candidates+=("$dir/python2.7")
+    done
+    looked="python2.7, python2, /usr/bin/python2.7, /usr/local/bin/python2.7, $pyenv_root/versions/2.7*"
+fi
 for candidate in "${candidates[@]}"; do
     if is_py27 "$candidate"; then
         PY27="$(command -v "$candidate")"
@@ -43,9 +54,8 @@ for candidate in "${candidates[@]}"; do
     fi
 done
 if [[ -z "$PY27" ]]; then
-    echo "SKIPPED: Autobahn needs Python 2.7, not found" \
-        "(looked for \$WSU_PYTHON27, python2.7, python2, $pyenv_root/versions/2.7*)"
-    exit 0
+    wsu_skip_or_fail "conformance" "Autobahn needs Python 2.7, not found (looked for $looked)" \
+        "pyenv install 2.7.18 (Debian has no python2.7 package), or WSU_PYTHON27=/path/to/python2.7"
 fi
 echo "conformance: Python 2.7 at $PY27"
 
@@ -64,9 +74,9 @@ if [[ ! -x "$WSTEST" ]]; then
     } >"${TMPDIR:-/tmp}/wsu-autobahn-install.log" 2>&1; then
         tail -n 20 "${TMPDIR:-/tmp}/wsu-autobahn-install.log" || true
         rm -rf "$VENV"
-        echo "SKIPPED: Autobahn (autobahntestsuite 25.10.1) could not be installed for $PY27;" \
-            "see the log above"
-        exit 0
+        wsu_skip_or_fail "conformance" \
+            "Autobahn (autobahntestsuite 25.10.1) could not be installed for $PY27 (log above)" \
+            "needs python3 -m venv and access to PyPI"
     fi
 fi
 

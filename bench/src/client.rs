@@ -255,6 +255,19 @@ pub(crate) struct Connected {
 /// Connect, upgrade, and for Socket.IO wait for the open packet, connect to `/` and wait for
 /// the answer.
 pub(crate) async fn dial(d: Dial) -> io::Result<Connected> {
+    dial_settled(d, || async { Ok(()) }).await
+}
+
+/// [`dial`], awaiting `settle()` before each message the client sends: after the TCP connect
+/// (before the upgrade request) and, for Socket.IO, after the open packet (before the namespace
+/// connect). With a `settle` that waits until the server is idle (`wsu-bench counts`), each
+/// step of the handshake finds the server asleep, so what the server does for it does not
+/// depend on timing (whether the request is already there when the connection is accepted).
+pub(crate) async fn dial_settled<F, Fut>(d: Dial, settle: F) -> io::Result<Connected>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = io::Result<()>>,
+{
     let socket = TcpSocket::new_v4()?;
     if let Some(n) = d.recv_buffer {
         socket.set_recv_buffer_size(n)?;
@@ -262,6 +275,7 @@ pub(crate) async fn dial(d: Dial) -> io::Result<Connected> {
     socket.bind(SocketAddr::V4(SocketAddrV4::new(d.source, 0)))?;
     let mut stream = socket.connect(d.server).await?;
     stream.set_nodelay(true)?;
+    settle().await?;
     let req = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
@@ -295,6 +309,7 @@ pub(crate) async fn dial(d: Dial) -> io::Result<Connected> {
     if d.proto == Proto::Sio {
         // 0{"sid":...}  then  → 40  ← 40{"sid":...}
         expect_text(&mut stream, &mut rest, b"0").await?;
+        settle().await?;
         let mut out = Vec::new();
         push_frame(&mut out, 1, b"40");
         stream.write_all(&out).await?;

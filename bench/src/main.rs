@@ -4,13 +4,18 @@
 //! ```text
 //! wsu-bench all [--smoke | --quick | --full] [--reps N] [--only wsu,sioxide,node,raw]
 //!               [--plans full-a,full-b] [--out DIR] [--wait-load 0.7] [--plots | --no-plots]
-//! wsu-bench server <wsu|sioxide|raw> [--port N]      one server under test
+//! wsu-bench counts [--smoke] [--reps N] [--only ...] [--syscalls perf|strace] [--skip callgrind|syscalls]
+//!                  [--members M] [--rounds N] [--acks K] [--top N] [--out DIR]
+//!                                                     instructions and system calls per delivery and per ack
+//! wsu-bench server <wsu|sioxide|raw> [--port N] [--ping-interval-ms N] [--ping-timeout-ms N]
+//!                                                     one server under test
 //! wsu-bench gen --proto <wsu|sio> --addr HOST:PORT --pid PID --plan <smoke|quick|full-a|full-b|full-c>
 //! wsu-bench plot target/wsu-bench/results-full.json   redraw bench/*.png from saved results
 //! wsu-bench report target/wsu-bench/results-full.json print the tables of saved results again
 //! ```
 
 mod client;
+mod counts;
 mod load;
 mod orchestrate;
 mod plot;
@@ -26,7 +31,9 @@ use orchestrate::{Mode, Opts};
 const USAGE: &str = "usage:
   wsu-bench all [--smoke | --quick | --full] [--reps N] [--only wsu,sioxide,node,raw]
                 [--plans full-a,full-b,full-c] [--out DIR] [--wait-load LOAD] [--plots | --no-plots]
-  wsu-bench server <wsu|sioxide|raw> [--port N]
+  wsu-bench counts [--smoke] [--reps N] [--only wsu,sioxide,node,raw] [--syscalls perf|strace]
+                   [--skip callgrind|syscalls] [--members M] [--rounds N] [--acks K] [--top N] [--out DIR]
+  wsu-bench server <wsu|sioxide|raw> [--port N] [--ping-interval-ms N] [--ping-timeout-ms N]
   wsu-bench gen --proto <wsu|sio> --addr HOST:PORT --pid PID --plan <smoke|quick|full-a|full-b|full-c>
   wsu-bench plot target/wsu-bench/results-full.json   (redraw bench/*.png)
   wsu-bench report target/wsu-bench/results-full.json (print the tables again)";
@@ -86,15 +93,74 @@ fn all(args: &[String]) -> Result<(), String> {
 fn server(args: &[String]) -> Result<(), String> {
     let kind = args.first().ok_or(USAGE)?;
     let mut port = 0u16;
+    let mut hb = settings::Heartbeat::DEFAULT;
     let mut i = 1;
     while i < args.len() {
         match args[i].as_str() {
             "--port" => port = parse(value(args, &mut i, "--port")?, "--port")?,
+            "--ping-interval-ms" => {
+                let ms = parse(
+                    value(args, &mut i, "--ping-interval-ms")?,
+                    "--ping-interval-ms",
+                )?;
+                hb.interval = std::time::Duration::from_millis(ms);
+            }
+            "--ping-timeout-ms" => {
+                let ms = parse(
+                    value(args, &mut i, "--ping-timeout-ms")?,
+                    "--ping-timeout-ms",
+                )?;
+                hb.timeout = std::time::Duration::from_millis(ms);
+            }
             other => return Err(format!("unknown option {other}\n{USAGE}")),
         }
         i += 1;
     }
-    servers::run(kind, port)
+    servers::run(kind, port, hb)
+}
+
+fn counts(args: &[String]) -> Result<(), String> {
+    let mut opts = counts::Opts {
+        smoke: false,
+        reps: 1,
+        only: None,
+        syscalls: None,
+        skip: None,
+        members: None,
+        rounds: None,
+        acks: None,
+        top: 15,
+        out: None,
+    };
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--smoke" => opts.smoke = true,
+            "--reps" => opts.reps = parse(value(args, &mut i, "--reps")?, "--reps")?,
+            "--only" => opts.only = Some(list(value(args, &mut i, "--only")?)),
+            "--syscalls" => {
+                opts.syscalls = Some(counts::SysCounter::parse(value(
+                    args,
+                    &mut i,
+                    "--syscalls",
+                )?)?);
+            }
+            "--skip" => match value(args, &mut i, "--skip")? {
+                s @ ("callgrind" | "syscalls") => opts.skip = Some(s.to_owned()),
+                other => return Err(format!("--skip callgrind or --skip syscalls, not {other}")),
+            },
+            "--members" => {
+                opts.members = Some(parse(value(args, &mut i, "--members")?, "--members")?)
+            }
+            "--rounds" => opts.rounds = Some(parse(value(args, &mut i, "--rounds")?, "--rounds")?),
+            "--acks" => opts.acks = Some(parse(value(args, &mut i, "--acks")?, "--acks")?),
+            "--top" => opts.top = parse(value(args, &mut i, "--top")?, "--top")?,
+            "--out" => opts.out = Some(value(args, &mut i, "--out")?.into()),
+            other => return Err(format!("unknown option {other}\n{USAGE}")),
+        }
+        i += 1;
+    }
+    counts::run(opts)
 }
 
 fn generator(args: &[String]) -> Result<(), String> {
@@ -180,6 +246,7 @@ fn main() {
     let result = match args.first().map(String::as_str) {
         Some("all") => all(&args[1..]),
         Some("server") => server(&args[1..]),
+        Some("counts") => counts(&args[1..]),
         Some("gen") => generator(&args[1..]),
         Some("plot") => replot(&args[1..]),
         Some("report") => reprint(&args[1..]),

@@ -86,3 +86,93 @@ pub(crate) fn machine_steal_ns() -> Option<u64> {
     let steal: u64 = line.split_whitespace().nth(8)?.parse().ok()?;
     Some(steal * 1_000_000_000 / ticks_per_second())
 }
+
+/// What one thread of a process is doing: its state letter (`/proc/<pid>/task/<tid>/stat`),
+/// the CPU time it has used and how often it has been put on a CPU (the first and third fields
+/// of `schedstat`), and where it sleeps (`wchan`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ThreadState {
+    pub(crate) tid: u32,
+    pub(crate) state: char,
+    pub(crate) runtime_ns: u64,
+    pub(crate) timeslices: u64,
+    pub(crate) wchan: String,
+}
+
+/// The threads of process `pid` (`None` if it is gone).
+pub(crate) fn threads(pid: u32) -> Option<Vec<ThreadState>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let Ok(entry) = entry else { continue };
+        let Some(tid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
+            continue;
+        };
+        // A thread that ended between the listing and the reads is skipped.
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")) else {
+            continue;
+        };
+        let Ok(sched) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat")) else {
+            continue;
+        };
+        let state = stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].trim_start().chars().next())
+            .unwrap_or('?');
+        let field = |i| {
+            sched
+                .split_whitespace()
+                .nth(i)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0)
+        };
+        let wchan =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/wchan")).unwrap_or_default();
+        out.push(ThreadState {
+            tid,
+            state,
+            runtime_ns: field(0),
+            timeslices: field(2),
+            wchan,
+        });
+    }
+    out.sort_by_key(|t| t.tid);
+    Some(out)
+}
+
+/// The child processes of `pid` (`/proc/<pid>/task/<pid>/children`).
+pub(crate) fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .map(|s| {
+            s.split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The TCP sockets of local or remote port `port` (`/proc/net/tcp`), by state, with the
+/// listener's accept queue: what a step that never reached the server left behind.
+pub(crate) fn tcp_summary(port: u16) -> String {
+    let Ok(text) = std::fs::read_to_string("/proc/net/tcp") else {
+        return "no /proc/net/tcp".to_owned();
+    };
+    let hex = format!(":{port:04X}");
+    let mut states: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    let mut listener = String::new();
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (Some(local), Some(remote), Some(st), Some(queues)) =
+            (f.get(1), f.get(2), f.get(3), f.get(4))
+        else {
+            continue;
+        };
+        if !(local.ends_with(&hex) || remote.ends_with(&hex)) {
+            continue;
+        }
+        if *st == "0A" {
+            listener = format!("listener tx:rx queues {queues}");
+        }
+        *states.entry((*st).to_owned()).or_default() += 1;
+    }
+    format!("tcp states (hex) {states:?}, {listener}")
+}

@@ -333,7 +333,9 @@ const ROWS: &[Row] = &[
     ),
 ];
 
-fn fmt(v: f64, decimals: usize) -> String {
+/// `v` with `decimals` decimals ("–" if not finite), with thousands separators from 10,000 on
+/// when `decimals` is 0.
+pub(crate) fn fmt(v: f64, decimals: usize) -> String {
     if !v.is_finite() {
         return "–".to_owned();
     }

@@ -4,35 +4,26 @@
 # example chat app's page against its server (tests/browser/chat.test.mjs).
 #
 # Needs node + npm and Chromium at /usr/bin/chromium (Debian's `chromium` package; Playwright's
-# own browser downloads are never used). Locally, when node/npm is missing or Chromium is missing
-# and cannot be installed (apt-get, as root), or `npm ci` fails, it prints "SKIPPED: ..." and
-# exits 0. In CI (CI set to anything but "" / "0" / "false"; .ci/run sets CI=1) it installs
-# Chromium with apt-get when missing, always runs `npm ci`, and fails on any error.
+# own browser downloads are never used). In CI (CI set to anything but "" / "0" / "false"; .ci/run
+# sets CI=true) it installs Chromium with apt-get when missing, always runs `npm ci`, and FAILS on
+# any error, a missing node/npm included. Locally, when node/npm is missing, or Chromium is
+# missing and cannot be installed (apt-get, as root), or `npm ci` fails, it prints a "SKIPPED: ..."
+# banner and exits 0 (.ci/lib.sh).
 # Takes about 10 s once the server binary is built.
 set -euo pipefail
 cd "$(dirname "$0")"
 here="$(pwd)"
 root="$(cd ../.. && pwd)"
-
-in_ci=0
-case "${CI:-}" in
-  "" | 0 | false) ;;
-  *) in_ci=1 ;;
-esac
+source "$root/.ci/lib.sh"
 
 chromium="${CHROMIUM:-/usr/bin/chromium}"
 
 skip() {
-  echo "SKIPPED: browser tests need node+chromium ($1)"
-  exit 0
+  wsu_skip_or_fail "browser tests" "$1" "${2:-}"
 }
 
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
-  if [ "$in_ci" = 1 ]; then
-    echo "error: browser tests need node and npm" >&2
-    exit 1
-  fi
-  skip "node or npm not found"
+  skip "node or npm not found" "install Node.js 20+ with npm"
 fi
 
 install_chromium() {
@@ -42,24 +33,24 @@ install_chromium() {
 }
 
 if [ ! -x "$chromium" ]; then
-  if [ "$in_ci" = 1 ]; then
-    install_chromium
-  elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && [ -z "${CHROMIUM:-}" ]; then
-    install_chromium || skip "could not install chromium with apt-get"
+  how="apt-get update && apt-get install -y chromium (as root), or CHROMIUM=/path/to/chromium"
+  if [ -z "${CHROMIUM:-}" ] && command -v apt-get >/dev/null 2>&1 &&
+    { wsu_in_ci || [ "$(id -u)" = 0 ]; }; then
+    install_chromium || skip "$chromium not found and apt-get could not install chromium" "$how"
+    [ -x "$chromium" ] || skip "apt-get installed chromium but $chromium is still missing" "$how"
   else
-    skip "$chromium not found; install it with: apt-get update && apt-get install -y chromium"
+    skip "$chromium not found" "$how"
   fi
 fi
 
 echo "== chromium: $("$chromium" --version 2>/dev/null || echo unknown)"
 echo "== node: $(node --version)"
 
-if [ "$in_ci" = 1 ] || [ ! -d node_modules/playwright-core ]; then
+if wsu_in_ci || [ ! -d node_modules/playwright-core ]; then
   echo "== npm ci"
   # No browser download: playwright-core ships none, and the variable makes sure of it.
   if ! PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error; then
-    [ "$in_ci" = 1 ] && exit 1
-    skip "npm ci failed"
+    skip "npm ci failed (tests/browser/package-lock.json)" "needs access to the npm registry"
   fi
 fi
 

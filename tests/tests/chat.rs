@@ -209,10 +209,10 @@ async fn seed_client_sequence_gets_the_seed_replies() {
 
     seed.send(json!({"type": "join", "namespace": "/", "room": "lobby"}))
         .await;
-    seed.send(json!({
-        "type": "event", "namespace": "/", "event": "chat", "room": "lobby",
-        "data": {"user": "example-client", "message": "hello world"}, "ackId": "client-ack-1"
-    }))
+    // The seed client's bytes (the relay sends `data` as it came).
+    seed.send_text(
+        r#"{"type":"event","namespace":"/","event":"chat","room":"lobby","data":{"user":"example-client","message":"hello world"},"ackId":"client-ack-1"}"#,
+    )
     .await;
     // The join has no reply: the first message is the chat's ack.
     assert_eq!(
@@ -229,6 +229,85 @@ async fn seed_client_sequence_gets_the_seed_replies() {
     assert_eq!(server.server.room_members("/", "lobby").len(), 1);
     // Nothing else was sent to either.
     seed.expect_quiet().await;
+    other.expect_quiet().await;
+}
+
+/// A seed client that sends 100 `chat` messages in one burst (the app limits each connection to
+/// 20 requests/s, burst 40): the rate limit is backpressure, so every message is delivered to
+/// the others in order and acked in order, none is refused, and nobody is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_100_message_burst_is_delivered_in_order_all_acked_nobody_closed() {
+    const BURST: usize = 100;
+    let server = start(config()).await;
+    let mut other = server.client().await;
+    other.ready().await;
+    let mut seed = server.client().await;
+    // Pipelined: all 100 frames go out before any answer is read.
+    for i in 0..BURST {
+        seed.send(json!({
+            "type": "event", "namespace": "/", "event": "chat",
+            "data": {"user": "burst", "message": format!("m{i}")}, "ackId": format!("b{i}")
+        }))
+        .await;
+    }
+    for i in 0..BURST {
+        assert_eq!(
+            seed.recv().await,
+            json!({"type": "ack", "namespace": "/", "event": "chat", "data": {"status": "ok"}, "ackId": format!("b{i}")}),
+            "ack {i}"
+        );
+        assert_eq!(
+            other.recv().await,
+            event("chat", json!({"user": "burst", "message": format!("m{i}")})),
+            "delivery {i}"
+        );
+    }
+    let stats = server.server.stats();
+    assert_eq!(stats.protocol_errors, 0);
+    assert_eq!(stats.rate_limited, 0, "nothing refused");
+    assert!(
+        stats.backpressure_pauses > 0,
+        "the limit was reached: {stats:?}"
+    );
+    assert!(stats.closes.is_empty(), "nobody was closed: {stats:?}");
+    seed.expect_quiet().await;
+    other.expect_quiet().await;
+}
+
+/// The `chat` relay checks the payload as a `ChatMessage` but sends the other clients the
+/// sender's `data` byte for byte: an unknown field, a 30-digit integer, a decimal with a
+/// trailing zero, the sender's key order and spacing all arrive unchanged.
+#[tokio::test]
+async fn chat_relays_the_senders_data_byte_for_byte() {
+    let server = start(config()).await;
+    let mut other = server.client().await;
+    other.ready().await;
+    let mut sender = server.client().await;
+    let data = r#"{"message": "hi",  "user":"ann","n":123456789012345678901234567890,"extra":{"price":1.50,"tags":["a", null]}}"#;
+    sender
+        .send_text(&format!(
+            r#"{{"type":"event","event":"chat","data":{data},"ackId":"r1"}}"#
+        ))
+        .await;
+    assert_eq!(
+        sender.recv().await,
+        ack("chat", "r1", json!({"status": "ok"}))
+    );
+    let frame = other.recv_text().await;
+    #[derive(serde::Deserialize)]
+    struct Received<'a> {
+        event: &'a str,
+        #[serde(borrow)]
+        data: &'a serde_json::value::RawValue,
+    }
+    let received: Received<'_> = serde_json::from_str(&frame).expect("a JSON frame");
+    assert_eq!(received.event, "chat");
+    assert_eq!(received.data.get(), data, "the relayed data, byte for byte");
+    assert_eq!(
+        frame,
+        format!(r#"{{"type":"event","namespace":"/","event":"chat","data":{data}}}"#)
+    );
+    sender.expect_quiet().await;
     other.expect_quiet().await;
 }
 

@@ -1031,3 +1031,198 @@ async fn wire_frames_rejoin_order_and_retries() {
     let _ = within(ws.next()).await;
     within(close).await.expect("task");
 }
+
+// ---- bursts and faults -----------------------------------------------------------------------
+
+/// Thousands of server requests at once, each answered by a client handler: the client's
+/// connection task must keep writing answers while its event queue is full (it once waited on
+/// the handler task while the handler task waited on it).
+#[tokio::test]
+async fn a_burst_of_server_requests_is_all_answered() {
+    const REQUESTS: u64 = 5_000;
+    let (sockets_tx, mut sockets) = channel();
+    let server = Server::builder()
+        .max_pending_acks(REQUESTS as usize)
+        .max_queued(2 * REQUESTS as usize, 64 << 20)
+        .ack_timeout(Duration::from_secs(60))
+        .on("hello", move |socket: Socket, _: ()| {
+            let _ = sockets_tx.send(socket);
+            async {}
+        })
+        .on("echo", |_socket: Socket, n: u32| async move { Json(n) })
+        .build()
+        .expect("server");
+    let ts = TestServer::start(server).await;
+    // The handlers wait until the server has written far more requests than the client queues,
+    // so that the queue is full when they start answering.
+    let (gate_tx, gate) = tokio::sync::watch::channel(false);
+    let client = Client::builder(ts.url())
+        .on("square", move |n: u64| {
+            let mut gate = gate.clone();
+            async move {
+                let _ = gate.wait_for(|open| *open).await;
+                Json(n * n)
+            }
+        })
+        .connect()
+        .await
+        .expect("connect");
+    client.emit("hello", &()).await.expect("emit");
+    let socket: Socket = next(&mut sockets).await;
+
+    let flood = tokio::spawn(async move {
+        futures_util::future::join_all((0..REQUESTS).map(|n| {
+            let socket = socket.clone();
+            async move { (n, socket.emit_with_ack::<_, u64>("square", &n).await) }
+        }))
+        .await
+    });
+    wsu_tests::wait_until(|| ts.server.stats().messages_out >= 1_000).await;
+    gate_tx.send_replace(true);
+    let answers = tokio::time::timeout(Duration::from_secs(30), flood)
+        .await
+        .expect("the client stopped answering: deadlock")
+        .expect("flood task");
+    assert_eq!(answers.len(), REQUESTS as usize);
+    for (n, answer) in answers {
+        match answer {
+            Ok(square) => assert_eq!(square, n * n),
+            Err(e) => panic!("request {n} failed: {e:?}"),
+        }
+    }
+
+    // Still responsive both ways.
+    let echoed: u32 = client.emit_with_ack("echo", &7).await.expect("echo");
+    assert_eq!(echoed, 7);
+    assert_eq!(ts.server.stats().pending_acks, 0);
+    client.close("done").await;
+    ts.stop().await;
+}
+
+/// A payload whose decoding panics, and an answer whose encoding panics.
+struct Bomb;
+
+impl<'de> serde::Deserialize<'de> for Bomb {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        panic!("boom in decode")
+    }
+}
+
+impl serde::Serialize for Bomb {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        panic!("boom in encode")
+    }
+}
+
+/// Panics in client handlers and callbacks are contained: requests get an `internal error`
+/// answer, events without `ackId` reach `on_error`, and the client keeps working.
+#[tokio::test]
+async fn panics_in_client_handlers_and_callbacks_are_contained() {
+    let server = Server::builder()
+        // Asks the client `event` with `n` and reports what came back.
+        .on(
+            "ask",
+            |socket: Socket, (event, n): (String, u32)| async move {
+                Json(match socket.emit_with_ack::<_, Value>(&event, &n).await {
+                    Ok(v) => json!({ "ok": v }),
+                    Err(wsu::AckError::Rejected(e)) => json!({ "rejected": e.message() }),
+                    Err(e) => json!({ "failed": e.to_string() }),
+                })
+            },
+        )
+        .on(
+            "tell",
+            |socket: Socket, (event, n): (String, u32)| async move {
+                socket.emit(&event, &n)?;
+                Ok::<_, wsu::SendError>(())
+            },
+        )
+        .build()
+        .expect("server");
+    let ts = TestServer::start(server).await;
+    let (errors_tx, mut errors) = channel();
+    let (any_tx, mut any) = channel();
+    let states = Arc::new(AtomicUsize::new(0));
+    let client = Client::builder(ts.url())
+        .on("call", |n: u32| {
+            assert_ne!(n, 0, "boom in the call");
+            async move { Json(n) }
+        })
+        .on("poll", |n: u32| async move {
+            assert_ne!(n, 0, "boom in the future");
+            Json(n)
+        })
+        .on("decode", |_: Bomb| async {})
+        .on("encode", |_: u32| async { Json(Bomb) })
+        .on("fine", |n: u32| async move { Json(n + 1) })
+        .on_error(move |e| {
+            let _ = errors_tx.send(e);
+            panic!("boom in on_error");
+        })
+        .on_any(move |_ns, event, _data| {
+            let _ = any_tx.send(event.to_owned());
+            panic!("boom in on_any");
+        })
+        .on_state({
+            let states = states.clone();
+            move |_| {
+                states.fetch_add(1, Ordering::SeqCst);
+                panic!("boom in on_state");
+            }
+        })
+        .connect()
+        .await
+        .expect("connect despite a panicking on_state");
+    assert_eq!(states.load(Ordering::SeqCst), 1);
+
+    let ask = |event: &'static str, n: u32| {
+        let client = client.clone();
+        async move {
+            client
+                .emit_with_ack::<_, Value>("ask", &(event, n))
+                .await
+                .expect("ask")
+        }
+    };
+    let panicked = json!({ "rejected": "internal error" });
+    for event in ["call", "poll", "decode", "encode"] {
+        assert_eq!(ask(event, 0).await, panicked, "{event}");
+        assert_eq!(ask("fine", 1).await, json!({ "ok": 2 }), "after {event}");
+    }
+    assert_eq!(ask("call", 5).await, json!({ "ok": 5 }));
+    assert_eq!(ask("poll", 6).await, json!({ "ok": 6 }));
+
+    // Without an ackId the failure goes to on_error (which panics too).
+    let () = client
+        .emit_with_ack("tell", &("poll", 0))
+        .await
+        .expect("tell");
+    match next(&mut errors).await {
+        ErrorEvent::Handler {
+            namespace,
+            event,
+            error,
+        } => {
+            assert_eq!((namespace.as_str(), event.as_str()), ("/", "poll"));
+            assert_eq!(error.message(), "internal error");
+        }
+        other => panic!("expected a handler error, got {other:?}"),
+    }
+    // An event without a handler reaches on_any (which panics).
+    let () = client
+        .emit_with_ack("tell", &("nobody", 1))
+        .await
+        .expect("tell");
+    assert_eq!(next(&mut any).await, "nobody");
+
+    // Both tasks are alive: server requests and client requests still work.
+    assert_eq!(ask("fine", 41).await, json!({ "ok": 42 }));
+    assert!(client.is_connected());
+    client.close("done").await;
+    assert_eq!(
+        states.load(Ordering::SeqCst),
+        2,
+        "connected, then disconnected"
+    );
+    ts.stop().await;
+}

@@ -1,18 +1,58 @@
 //! The fuzz corpus and every saved crash, replayed on stable through the fuzz targets' own entry
-//! points (`wsu::__private::fuzz`), so that what the fuzzers found stays fixed; and the
-//! regression tests of the bugs they found. See `fuzz/README.md`.
+//! points (`wsu::__private::fuzz`, built with wsu's `__fuzzing` feature, which this package's
+//! dev-dependency enables), so that what the fuzzers found stays fixed; and the regression tests
+//! of the bugs they found. See `fuzz/README.md`.
+//!
+//! Generic over the targets: every `[[bin]]` of `fuzz/Cargo.toml` is replayed through the entry
+//! point of the same name in `wsu::__private::fuzz::TARGETS`, and the test fails when the two
+//! lists disagree or a corpus directory belongs to no target.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
+use wsu::__private::fuzz::TARGETS;
 use wsu::Server;
 use wsu_tests::TestServer;
 
-/// The inputs of one target: `fuzz/corpus/<target>/*` and `fuzz/artifacts/<target>/*`.
+/// The committed corpus each target must keep at least (it has about 4× that); a target not
+/// listed needs at least one input.
+const MIN_CORPUS: &[(&str, usize)] = &[("decode", 50), ("handshake", 50), ("registry", 20)];
+
+fn fuzz_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
+}
+
+/// The `name`s of the `[[bin]]` tables of `fuzz/Cargo.toml`: the fuzz targets, as `cargo fuzz
+/// list` reports them.
+fn declared_targets() -> BTreeSet<String> {
+    let manifest = std::fs::read_to_string(fuzz_dir().join("Cargo.toml")).expect("fuzz/Cargo.toml");
+    let mut names = BTreeSet::new();
+    let mut in_bin = false;
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_bin = line == "[[bin]]";
+        } else if let Some(value) = line
+            .strip_prefix("name")
+            .map(str::trim_start)
+            .and_then(|rest| rest.strip_prefix('='))
+            .filter(|_| in_bin)
+        {
+            let name = value.trim().trim_matches('"');
+            assert!(
+                names.insert(name.to_owned()),
+                "fuzz/Cargo.toml: {name} twice"
+            );
+        }
+    }
+    names
+}
+
+/// The inputs of one target: `fuzz/corpus/<target>/*` and `fuzz/artifacts/<target>/*`, and how
+/// many of them are saved crashes.
 fn inputs(target: &str) -> (Vec<PathBuf>, usize) {
-    let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
-    let mut corpus = files(&fuzz.join("corpus").join(target));
-    let artifacts = files(&fuzz.join("artifacts").join(target));
+    let mut corpus = files(&fuzz_dir().join("corpus").join(target));
+    let artifacts = files(&fuzz_dir().join("artifacts").join(target));
     let saved = artifacts.len();
     corpus.extend(artifacts);
     (corpus, saved)
@@ -30,43 +70,93 @@ fn files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// Run `target` on every input; fail naming the inputs that panic.
-fn replay(name: &str, target: fn(&[u8]), min_corpus: usize) {
-    let (inputs, saved) = inputs(name);
-    assert!(
-        inputs.len() - saved >= min_corpus,
-        "fuzz/corpus/{name} has {} inputs, expected at least {min_corpus}",
-        inputs.len() - saved
-    );
-    let failed: Vec<String> = inputs
-        .iter()
-        .filter(|path| {
-            let data = std::fs::read(path).expect("readable corpus file");
-            std::panic::catch_unwind(|| target(&data)).is_err()
+/// The subdirectories of `fuzz/<dir>/`.
+fn subdirs(dir: &str) -> BTreeSet<String> {
+    let Ok(entries) = std::fs::read_dir(fuzz_dir().join(dir)) else {
+        return BTreeSet::new();
+    };
+    entries
+        .map(|e| e.expect("readable directory entry").path())
+        .filter(|p| p.is_dir())
+        .map(|p| {
+            p.file_name()
+                .expect("a name")
+                .to_string_lossy()
+                .into_owned()
         })
-        .map(|path| path.display().to_string())
-        .collect();
-    assert!(failed.is_empty(), "{name}: failing inputs: {failed:#?}");
+        .collect()
 }
 
-#[test]
-fn decode_corpus_and_crashes_replay() {
-    replay("decode", wsu::__private::fuzz::decode, 50);
+/// Run `target` on every input of `name`; the problems found (too small a corpus, inputs that
+/// panic).
+fn replay(name: &str, target: fn(&[u8])) -> Vec<String> {
+    let (inputs, saved) = inputs(name);
+    let min_corpus = MIN_CORPUS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map_or(1, |(_, min)| *min);
+    let mut problems = Vec::new();
+    if inputs.len() - saved < min_corpus {
+        problems.push(format!(
+            "fuzz/corpus/{name} has {} inputs, expected at least {min_corpus}",
+            inputs.len() - saved
+        ));
+    }
+    for path in &inputs {
+        let data = std::fs::read(path).expect("readable corpus file");
+        if std::panic::catch_unwind(|| target(&data)).is_err() {
+            problems.push(format!("{name}: input panics: {}", path.display()));
+        }
+    }
+    problems
 }
 
+/// The entry points and `fuzz/Cargo.toml` name the same targets, and every corpus or artifacts
+/// directory belongs to one: a target cannot be added (or renamed) and left out of the replay.
 #[test]
-fn handshake_corpus_and_crashes_replay() {
-    replay("handshake", wsu::__private::fuzz::handshake, 50);
+fn every_fuzz_target_has_an_entry_point_and_a_corpus() {
+    let declared = declared_targets();
+    assert!(!declared.is_empty(), "no [[bin]] in fuzz/Cargo.toml");
+    let entry_points: BTreeSet<String> = TARGETS.iter().map(|(n, _)| (*n).to_owned()).collect();
+    assert_eq!(
+        entry_points.len(),
+        TARGETS.len(),
+        "a name twice in wsu::__private::fuzz::TARGETS"
+    );
+    assert_eq!(
+        declared, entry_points,
+        "the [[bin]] targets of fuzz/Cargo.toml (left) and wsu::__private::fuzz::TARGETS \
+         (right, wsu/src/fuzzing.rs) differ"
+    );
+    for dir in ["corpus", "artifacts"] {
+        let stray: Vec<String> = subdirs(dir).difference(&declared).cloned().collect();
+        assert!(stray.is_empty(), "fuzz/{dir}/ of no target: {stray:?}");
+    }
 }
 
+/// Every input of every target replays without a panic, the targets in parallel.
 #[test]
-fn registry_corpus_and_crashes_replay() {
-    replay("registry", wsu::__private::fuzz::registry, 20);
-    // The crash the registry target found (see the test below) is among the saved inputs.
-    let (_, saved) = inputs("registry");
+fn every_corpus_and_saved_crash_replays() {
+    let problems: Vec<String> = std::thread::scope(|scope| {
+        let runs: Vec<_> = TARGETS
+            .iter()
+            .map(|&(name, target)| scope.spawn(move || replay(name, target)))
+            .collect();
+        runs.into_iter()
+            .flat_map(|run| run.join().expect("the replay thread itself does not panic"))
+            .collect()
+    });
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+/// The crash the registry target found (see the test below) stays among the saved inputs.
+#[test]
+fn registry_keeps_its_regression_input() {
     assert!(
-        saved >= 1,
-        "fuzz/artifacts/registry lost its regression inputs"
+        fuzz_dir()
+            .join("artifacts/registry/dynamic-namespace-leak-on-failed-join")
+            .is_file(),
+        "fuzz/artifacts/registry lost its regression input"
     );
 }
 

@@ -22,7 +22,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
-use wsu::{AckError, Json, Server, Socket};
+use wsu::{AckError, Json, RateLimitPolicy, Server, Socket};
 use wsu_tests::{
     Canary, Client, Closed, Gauges, RawWs, TestServer, frame_bytes, opcode, rss_bytes, text_frame,
     wait_for_gauges, within,
@@ -441,17 +441,19 @@ async fn case26_client_events_with_unique_long_ack_ids_are_bounded() {
     server.stop().await;
 }
 
-// Case 28: one client floods 50,000 events as fast as the server reads them, with a rate limit
-// (1,000/s, burst 100) and a large invalid-message budget (10,000 per minute, so that the flood
-// lasts): the events within the limit are acked, the others get `rate limit exceeded`, and when
-// the budget is spent the connection is closed with 1008. The canary keeps getting its pongs
-// (each within 2 s; the measured p99 is printed, not asserted).
+// Case 28: one client floods 20,000 events as fast as the server reads them, with a rate limit
+// (1,000/s, burst 100) under the reject policy: the events within the limit are acked, the others
+// get `rate limit exceeded`, every event gets exactly one answer in arrival order, and refusals
+// for rate never count as invalid messages (no 1008: the flood is bounded by backpressure on the
+// answers instead). The canary keeps getting its pongs (each within 2 s; the measured p99 is
+// printed, not asserted).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn case28_flood_with_a_rate_limit_gets_errors_then_1008_and_the_canary_keeps_answering() {
-    const BUDGET: u32 = 10_000;
+async fn case28_flood_with_a_rejecting_rate_limit_gets_errors_never_1008_and_the_canary_keeps_answering()
+ {
+    const FLOOD: usize = 20_000;
     let server = Server::builder()
         .rate_limit(1000.0, 100.0)
-        .max_invalid_messages(BUDGET, Duration::from_secs(60))
+        .rate_limit_policy(RateLimitPolicy::Reject)
         .on(
             "relay",
             |_s: Socket, d: Box<RawValue>| async move { Json(d) },
@@ -462,20 +464,20 @@ async fn case28_flood_with_a_rate_limit_gets_errors_then_1008_and_the_canary_kee
     let canary = Canary::start(&server).await;
     let baseline = Gauges::of(&server.server);
 
-    let events: Vec<String> = (0..50_000)
+    let events: Vec<String> = (0..FLOOD)
         .map(|i| {
             json!({"type": "event", "event": "relay", "data": i, "ackId": i.to_string()})
                 .to_string()
         })
         .collect();
     let t = Instant::now();
-    let p = pipeline(&server, &events, usize::MAX).await;
+    let p = pipeline(&server, &events, FLOOD).await;
     let took = t.elapsed();
-    assert_eq!(p.close, policy_close());
+    assert_eq!(p.close, None, "refusals for rate never close");
     let limited = json!("rate limit exceeded");
     let (acks, errors): (Vec<&Value>, Vec<&Value>) =
         p.answers.iter().partition(|a| a["type"] == "ack");
-    assert_eq!(errors.len(), BUDGET as usize + 1);
+    assert_eq!(acks.len() + errors.len(), FLOOD);
     assert!(errors.iter().all(|e| e["error"] == limited), "{errors:?}");
     // Everything within the limit is acked: the burst, plus what refills while the flood lasts.
     let allowed = 100.0 + 1000.0 * took.as_secs_f64();
@@ -484,23 +486,80 @@ async fn case28_flood_with_a_rate_limit_gets_errors_then_1008_and_the_canary_kee
         "{} acks in {took:?}",
         acks.len()
     );
-    // Answers keep arrival order: ids increase.
-    let ids: Vec<u64> = p
+    // Answers keep arrival order: ids are 0, 1, 2, ...
+    let ids: Vec<usize> = p
         .answers
         .iter()
         .map(|a| a["ackId"].as_str().expect("id").parse().expect("number"))
         .collect();
-    assert!(ids.windows(2).all(|w| w[0] < w[1]));
+    assert!(ids.iter().enumerate().all(|(i, id)| i == *id));
+    let stats = server.server.stats();
+    assert_eq!(
+        stats.protocol_errors, 0,
+        "refusals for rate are not invalid"
+    );
+    assert_eq!(stats.rate_limited, errors.len() as u64);
     drop(p.writer);
     let handled = server.server.stats().messages_in;
     wait_for_gauges(&server.server, baseline).await;
     let report = canary.stop().await;
     eprintln!(
-        "case 28: {handled} messages handled in {took:?} ({:.0}/s): {} acks, {} errors, 1008; {report}",
+        "case 28: {handled} messages handled in {took:?} ({:.0}/s): {} acks, {} errors; {report}",
         handled as f64 / took.as_secs_f64(),
         acks.len(),
         errors.len()
     );
+    server.stop().await;
+}
+
+// Case 28b: the same flood shape under the default policy, backpressure: 3,000 events at
+// 2,000/s (burst 100). Nothing is refused: the server stops reading that client while it has no
+// tokens, so every event is acked, in order, and the flood takes at least as long as the rate
+// allows. The canary is unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case28b_flood_with_a_backpressure_rate_limit_is_slowed_and_fully_acked() {
+    const FLOOD: usize = 3_000;
+    let server = Server::builder()
+        .rate_limit(2000.0, 100.0)
+        .on(
+            "relay",
+            |_s: Socket, d: Box<RawValue>| async move { Json(d) },
+        )
+        .build()
+        .expect("build");
+    let server = TestServer::start(server).await;
+    let canary = Canary::start(&server).await;
+    let baseline = Gauges::of(&server.server);
+    let events: Vec<String> = (0..FLOOD)
+        .map(|i| {
+            json!({"type": "event", "event": "relay", "data": i, "ackId": i.to_string()})
+                .to_string()
+        })
+        .collect();
+    let t = Instant::now();
+    let p = pipeline(&server, &events, FLOOD).await;
+    let took = t.elapsed();
+    assert_eq!(p.close, None);
+    assert!(
+        p.answers.iter().all(|a| a["type"] == "ack"),
+        "nothing refused"
+    );
+    let ids: Vec<usize> = p
+        .answers
+        .iter()
+        .map(|a| a["data"].as_u64().expect("data") as usize)
+        .collect();
+    assert_eq!(ids, (0..FLOOD).collect::<Vec<_>>(), "all acked, in order");
+    // The rate is enforced: (3,000 - 100 burst) / 2,000 per second = 1.45 s at least.
+    assert!(took >= Duration::from_millis(1400), "{took:?}");
+    let stats = server.server.stats();
+    assert_eq!(stats.protocol_errors, 0);
+    assert_eq!(stats.rate_limited, 0, "nothing refused");
+    assert!(stats.backpressure_pauses > 0, "{stats:?}");
+    drop(p.writer);
+    wait_for_gauges(&server.server, baseline).await;
+    let report = canary.stop().await;
+    eprintln!("case 28b: {FLOOD} events acked in {took:?}; {report}");
     server.stop().await;
 }
 

@@ -246,9 +246,9 @@ fn check_and_emit(
     let error = binding("__wsu_error", &taken);
 
     let fail = match which {
-        Macro::Event => quote!(#krate::__private::ready_err(#error)),
-        Macro::Connect => quote!(#krate::__private::connect_err(#error)),
-        Macro::Disconnect => quote!(#krate::__private::disconnect_skip(#error)),
+        Macro::Event => quote!(#krate::__private::ready_err(&#socket, #error)),
+        Macro::Connect => quote!(#krate::__private::connect_err(&#socket, #error)),
+        Macro::Disconnect => quote!(#krate::__private::disconnect_skip(&#socket, #error)),
     };
     let mut lets = Vec::new();
     let mut call_args = Vec::new();
@@ -308,22 +308,22 @@ fn check_and_emit(
             let payload_ty = payload.map_or_else(|| quote!(()), |t| t.to_token_stream());
             let (body, ack_ty) = match &ret {
                 Ret::Unit => (
-                    quote_spanned!(at=> #krate::__private::reply(#call)),
+                    quote_spanned!(at=> #krate::__private::reply(&#socket, #call)),
                     quote!(()),
                 ),
                 Ret::Result(t) => match signature::result_args(t) {
                     // Each half checked where the user wrote it.
                     Some((ok, err)) => (
-                        quote_spanned!(at=> #krate::__private::reply_result::<#ok, #err, _>(#call)),
+                        quote_spanned!(at=> #krate::__private::reply_result::<#ok, #err, _>(&#socket, #call)),
                         t.to_token_stream(),
                     ),
                     None => (
-                        quote_spanned!(at=> #krate::__private::reply::<_, #t>(#call)),
+                        quote_spanned!(at=> #krate::__private::reply::<_, #t>(&#socket, #call)),
                         t.to_token_stream(),
                     ),
                 },
                 Ret::Plain(t) => (
-                    quote_spanned!(at=> #krate::__private::reply_json::<_, #t>(#call)),
+                    quote_spanned!(at=> #krate::__private::reply_json::<_, #t>(&#socket, #call)),
                     t.to_token_stream(),
                 ),
             };

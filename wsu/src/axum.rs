@@ -152,14 +152,14 @@ pub async fn accept(server: Server, mut request: Request) -> Response {
             "websocket upgrade required",
         );
     }
-    let accept = match server.admit_upgrade(&parts, remote_addr) {
-        Ok(accept) => accept,
+    let (accept, slot) = match server.admit_upgrade(&parts, remote_addr) {
+        Ok(admitted) => admitted,
         Err(rejection) => return refusal(&server, rejection.status, rejection.reason),
     };
-    // From here on a connection slot is reserved: release it on every path that does not reach
-    // `run_connection`.
+    // From here on a connection slot is reserved: `slot` releases it on every path that does not
+    // reach `run_connection`.
     let (Some(on_upgrade), Ok(accept)) = (on_upgrade, HeaderValue::try_from(accept)) else {
-        server.release_slot();
+        drop(slot);
         return refusal(
             &server,
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -180,15 +180,13 @@ pub async fn accept(server: Server, mut request: Request) -> Response {
                     Some(websocket_config),
                 )
                 .await;
-                run_connection(server, ws, parts, remote_addr).await;
+                run_connection(server, ws, parts, remote_addr, slot).await;
             }
             Ok(Err(error)) => {
                 tracing::debug!(%error, ?remote_addr, "websocket upgrade failed");
-                server.release_slot();
             }
             Err(_) => {
                 tracing::debug!(?remote_addr, "websocket upgrade timed out");
-                server.release_slot();
             }
         }
     });

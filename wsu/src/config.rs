@@ -22,16 +22,32 @@ pub enum SlowConsumerPolicy {
 }
 
 /// A per-connection rate limit on client requests (`event`, `join` and `leave` messages): a token
-/// bucket refilled at `per_second`, holding at most `burst` tokens.
-///
-/// A request over the limit is answered with an `error` (`rate limit exceeded`) and counts as an
-/// invalid message, so a client that keeps flooding is closed with 1008.
+/// bucket refilled at `per_second`, holding at most `burst` tokens. What happens to a request
+/// over the limit is its [`RateLimitPolicy`]; it is never counted as an invalid message.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub struct RateLimit {
     /// Sustained requests per second.
     pub per_second: f64,
     /// Maximum burst size.
     pub burst: f64,
+    /// What happens to requests over the limit. Default: backpressure.
+    pub policy: RateLimitPolicy,
+}
+
+/// What happens to a client request over its connection's [`RateLimit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum RateLimitPolicy {
+    /// Stop reading from that client until a token is due again: TCP slows the client down,
+    /// every request is still served, in order, and nothing is answered with an error. The
+    /// default. (Other clients are unaffected; the heartbeat does not count the pause against
+    /// the client.)
+    #[default]
+    Backpressure,
+    /// Answer the request at once with an `error` (`rate limit exceeded`, same `event` and
+    /// `ackId`) and drop it. The refusal is not counted as an invalid message.
+    Reject,
 }
 
 /// The effective configuration of a server (see [`ServerBuilder`](crate::ServerBuilder) for the
@@ -85,8 +101,14 @@ pub struct Config {
     pub invalid_message_window: Duration,
     /// Optional rate limit on client requests. Default: none.
     pub rate_limit: Option<RateLimit>,
-    /// How long a graceful shutdown waits for queued messages to drain. Default 10 s.
+    /// The grace period of [`Server::shutdown`](crate::Server::shutdown): it returns within this
+    /// time in every case. Default 10 s.
     pub shutdown_timeout: Duration,
+    /// Deadline of each hook run: the connect hooks of a connection (the global one and `/`'s,
+    /// together), each namespace connect hook run by a `join`, each disconnect hook. A hook past
+    /// it is cancelled (the connect hooks then close their connection with 1011, a namespace
+    /// connect hook answers its `join` with `internal error`). Default 10 s.
+    pub hook_timeout: Duration,
     /// Echo every data frame back unchanged instead of dispatching it (WebSocket conformance
     /// testing only; see `ServerBuilder::echo_mode`). Default false.
     pub(crate) echo_mode: bool,
@@ -117,6 +139,7 @@ impl Default for Config {
             invalid_message_window: Duration::from_secs(10),
             rate_limit: None,
             shutdown_timeout: Duration::from_secs(10),
+            hook_timeout: Duration::from_secs(10),
             echo_mode: false,
         }
     }

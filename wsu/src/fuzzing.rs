@@ -1,9 +1,12 @@
 //! Entry points of the fuzz targets in `fuzz/` (cargo-fuzz, libFuzzer) and of their replay in
-//! `cargo test` (`tests/tests/fuzz_corpus.rs`). **Not public API**: reachable as
-//! `wsu::__private::fuzz`, hidden from the docs, free to change in any release.
+//! `cargo test` (`tests/tests/fuzz_corpus.rs`). **Not public API**: compiled only with the
+//! non-default `__fuzzing` feature (which `fuzz/Cargo.toml` and the `wsu-tests` dev-dependency
+//! enable), reachable as `wsu::__private::fuzz`, hidden from the docs, free to change in any
+//! release. A default build of wsu contains none of it.
 //!
 //! Each function takes arbitrary bytes and panics when an invariant does not hold; libFuzzer
-//! reports the panic as a crash and saves the input.
+//! reports the panic as a crash and saves the input. [`TARGETS`] names them all, so that the
+//! replay test covers every target of `fuzz/Cargo.toml`.
 //!
 //! - [`decode`]: the envelope decoder as a pure function.
 //! - [`handshake`]: the HTTP request-head reader, the upgrade validation and the Origin
@@ -12,15 +15,19 @@
 //!   outbound queues and the server→client ack tables, through detached connections: the
 //!   `ConnShared` a connection task would own, without a socket, driven synchronously and
 //!   checked against a model after every step.
+//! - [`dispatcher`]: the per-connection protocol state machine, fed arbitrary frame sequences
+//!   (see `conn/fuzz.rs` for its invariants).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
+pub use crate::conn::fuzz::dispatcher;
+
 use futures_util::FutureExt;
 use serde_json::value::RawValue;
-use tokio::sync::{mpsc, oneshot};
-use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::http::{self, header};
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use crate::conn::{ConnShared, after_leave};
 use crate::http::handshake::{
@@ -29,11 +36,25 @@ use crate::http::handshake::{
 use crate::http::origin::normalize_origin;
 use crate::protocol::envelope::{self, DecodeError, Incoming, Outgoing};
 use crate::protocol::names;
-use crate::server::broadcast_encode_event;
+use crate::server::{Slot, broadcast_encode_event};
 use crate::{
     AckError, CloseCode, DisconnectReason, HandlerError, JoinError, MessageType, OriginPolicy,
     SendError, Server, SlowConsumerPolicy, Socket, SocketId,
 };
+
+/// A fuzz target's entry point: arbitrary bytes in, a panic when an invariant does not hold.
+pub type Target = fn(&[u8]);
+
+/// Every fuzz target by name: the `[[bin]]` names of `fuzz/Cargo.toml`, each a one-line
+/// `fuzz_target!` calling the function of the same name here. The corpus replay test runs each
+/// target on `fuzz/corpus/<name>/` and `fuzz/artifacts/<name>/`, and fails when this list and
+/// `fuzz/Cargo.toml` disagree: a new target needs an entry here.
+pub const TARGETS: &[(&str, Target)] = &[
+    ("decode", decode),
+    ("handshake", handshake),
+    ("registry", registry),
+    ("dispatcher", dispatcher),
+];
 
 // ---- decode -----------------------------------------------------------------------------------
 
@@ -401,7 +422,8 @@ type Waiter = Option<oneshot::Receiver<Result<Option<Box<RawValue>>, HandlerErro
 /// One open connection and what the model expects of it.
 struct Open {
     conn: Arc<ConnShared>,
-    rx: mpsc::Receiver<Utf8Bytes>,
+    /// The connection's slot, released when the connection is torn down.
+    slot: Slot,
     /// Namespace → rooms.
     memberships: BTreeMap<&'static str, BTreeSet<&'static str>>,
     /// Frames expected in the outbound queue, in order.
@@ -489,29 +511,24 @@ impl Driver {
     // ---- connections ----
 
     fn connect(&mut self) {
-        if !self.server.reserve_slot() {
+        let Some(slot) = self.server.reserve_slot() else {
             assert_eq!(
                 self.open.len(),
                 MAX_CONNECTIONS,
                 "a slot was refused below the cap"
             );
             return;
-        }
+        };
         assert!(self.open.len() < MAX_CONNECTIONS, "a slot past the cap");
         let (parts, ()) = http::Request::new(()).into_parts();
-        let (conn, rx) = ConnShared::new(
-            self.server.next_id(),
-            self.server.config().max_queued_messages,
-            parts,
-            None,
-        );
+        let conn = ConnShared::new(self.server.next_id(), self.server.config(), parts, None);
         self.server.register_connection(&conn);
         // The connect phase of a server without connect hooks.
         let joined = self.server.join(&conn, "/", None);
         assert!(matches!(joined, Ok((_, true))), "joining `/` on connect");
         self.open.push(Open {
             conn,
-            rx,
+            slot,
             memberships: BTreeMap::from([("/", BTreeSet::new())]),
             queue: VecDeque::new(),
             acks: BTreeMap::new(),
@@ -523,9 +540,11 @@ impl Driver {
     /// Tear a connection down as its task's `finish` does (without hooks).
     fn disconnect(&mut self, i: usize) {
         let Open {
-            conn, rx, mut acks, ..
+            conn,
+            slot,
+            mut acks,
+            ..
         } = self.open.swap_remove(i);
-        drop(rx);
         let memberships = conn.mark_closed();
         self.server.unregister_connection(conn.id);
         for m in memberships {
@@ -539,7 +558,7 @@ impl Driver {
                 },
             );
         }
-        self.server.release_slot();
+        drop(slot);
         assert!(
             conn.mark_closed().is_empty(),
             "closing twice ended memberships"
@@ -765,12 +784,14 @@ impl Driver {
         let open = &mut self.open[i];
         for _ in 0..count {
             let expected = open.queue.pop_front();
-            let got = open.rx.try_recv().ok();
+            // What the connection task does with each frame it writes.
+            let got = open.conn.outbox.pop().map(|m| match m {
+                Message::Text(t) => t,
+                other => panic!("a non-text frame in the outbound queue: {other:?}"),
+            });
             assert_eq!(got, expected, "outbound queue order");
-            match got {
-                // What the connection task does with each frame it writes.
-                Some(frame) => open.conn.dequeued(frame.len()),
-                None => break,
+            if got.is_none() {
+                break;
             }
         }
     }

@@ -18,7 +18,9 @@ pub enum DisconnectReason {
         /// The reason the client gave.
         reason: String,
     },
-    /// The connection dropped without a close frame (network failure, killed client).
+    /// The connection dropped without a close frame (network failure, killed client), or its
+    /// connection task was cancelled or unwound (for example a dropped `serve_connection`
+    /// future), in which case the disconnect hooks run in a task of their own.
     TransportClosed,
     /// The server closed the connection with this code and reason (application close, protocol
     /// violation, heartbeat timeout, slow consumer, shutdown...).

@@ -36,13 +36,25 @@
 //! and receives `{"type":"ack","namespace":"/","event":"chat","data":{"status":"ok"},"ackId":"1"}`.
 //!
 //! ## Guarantees
-//! - Messages to one connection are sent in the order they were queued; a connection's requests
-//!   (`event`, `join`, `leave`) run one at a time in arrival order, while the connection keeps
-//!   reading (so a handler may await an ack from its own client, and heartbeats continue).
-//! - Every request that carries an `ackId` gets exactly one answer: an `ack` or an `error`.
-//! - Every queue is bounded; a slow client is disconnected (or its messages dropped) by policy,
-//!   and every drop is counted in [`Stats`].
-//! - A handler panic becomes an `error` answer; the connection and the server keep working.
+//! - Messages to one connection are sent in the order they were queued (emits, broadcasts,
+//!   answers and pings share one outbound queue); a connection's requests (`event`, `join`,
+//!   `leave`) run one at a time in arrival order, while the connection keeps reading (so a
+//!   handler may await an ack from its own client, and heartbeats continue).
+//! - Every request that carries an `ackId` gets exactly one answer: an `ack` or an `error`
+//!   (unless the connection closes first).
+//! - Every queue is bounded. Emits to a slow client are refused at the bound and the client is
+//!   disconnected (4001) or the messages dropped, by [`SlowConsumerPolicy`], every drop counted
+//!   in [`Stats`]; the connection's own answers are never dropped: it stops reading its client
+//!   while its queue is over its bound (backpressure). An optional [`RateLimit`] slows a client down the
+//!   same way, or refuses with [`RateLimitPolicy::Reject`].
+//! - A handler panic (in its synchronous part, its future or its payload's `Deserialize`) or an
+//!   internal error ([`HandlerError::internal`], `std::io::Error`, …) becomes an
+//!   `internal error` answer; the connection and the server keep working. Hooks have a deadline
+//!   ([`ServerBuilder::hook_timeout`]); a connect hook that panics or overruns closes its
+//!   connection with 1011.
+//! - A connection is cleaned up (rooms, registry, gauges, pending acks) however its task ends,
+//!   and [`Server::shutdown`] returns within its grace period
+//!   ([`ServerBuilder::shutdown_timeout`]).
 
 #![doc(html_root_url = "https://docs.rs/wsu/0.1.0")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -55,6 +67,7 @@ mod config;
 mod conn;
 mod error;
 mod extract;
+#[cfg(feature = "__fuzzing")]
 mod fuzzing;
 mod handler;
 mod hooks;
@@ -67,12 +80,13 @@ mod server;
 mod socket;
 mod stats;
 pub(crate) mod sync;
+mod typed;
 
 pub use assets::{BROWSER_CLIENT_DTS, BROWSER_CLIENT_JS};
-pub use config::{Config, RateLimit, SlowConsumerPolicy};
+pub use config::{Config, RateLimit, RateLimitPolicy, SlowConsumerPolicy};
 pub use error::{AckError, BuildError, JoinError, SendError};
 pub use extract::{FromSocket, State};
-pub use handler::{Handler, HandlerError, IntoAck, IntoErrorBody, Json};
+pub use handler::{Handler, HandlerError, IntoAck, IntoErrorBody, Json, Public};
 pub use hooks::{ConnectOutcome, DisconnectReason};
 pub use http::{InvalidOrigin, OriginPolicy};
 pub use id::SocketId;
@@ -81,6 +95,7 @@ pub use registry::NamespaceInfo;
 pub use server::{Broadcast, Delivery, NamespaceBuilder, Server, ServerBuilder};
 pub use socket::Socket;
 pub use stats::Stats;
+pub use typed::Typed;
 #[doc = include_str!("docs/ws_connect.md")]
 pub use wsu_macros::ws_connect;
 #[doc = include_str!("docs/ws_disconnect.md")]
@@ -113,8 +128,10 @@ pub mod __private {
     pub use crate::registration::*;
     pub use crate::sync::BoxFuture;
 
-    /// Entry points of the fuzz targets (`fuzz/`) and of their replay in `cargo test`.
+    /// Entry points of the fuzz targets (`fuzz/`) and of their replay in `cargo test`, and
+    /// `TARGETS`, the list of them by name; only with the `__fuzzing` feature (not public API).
+    #[cfg(feature = "__fuzzing")]
     pub mod fuzz {
-        pub use crate::fuzzing::{decode, handshake, registry};
+        pub use crate::fuzzing::*;
     }
 }

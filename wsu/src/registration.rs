@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
 use crate::Socket;
-use crate::handler::{ErasedHandler, HandlerError, IntoAck, IntoErrorBody, Reply};
+use crate::handler::{ErasedHandler, HandlerError, IntoAck, IntoErrorBody, Reply, logged};
 use crate::hooks::{ConnectOutcome, DisconnectReason};
 use crate::sync::BoxFuture;
 
@@ -92,18 +92,22 @@ pub fn state_type<T: 'static>() -> (TypeId, &'static str) {
     (TypeId::of::<T>(), std::any::type_name::<T>())
 }
 
-/// A future that fails at once with this error.
-pub fn ready_err(e: HandlerError) -> BoxFuture<Reply> {
+/// A future that fails at once with this error (an extractor's or the payload's): an internal
+/// one is logged with `socket`'s id.
+pub fn ready_err(socket: &Socket, e: HandlerError) -> BoxFuture<Reply> {
+    e.log_internal(socket.id());
     Box::pin(std::future::ready(Err(e)))
 }
 
-/// Run a handler future and convert its output into the reply.
-pub fn reply<Fut, R>(fut: Fut) -> BoxFuture<Reply>
+/// Run a handler future and convert its output into the reply (an internal error is logged
+/// with `socket`'s id).
+pub fn reply<Fut, R>(socket: &Socket, fut: Fut) -> BoxFuture<Reply>
 where
     Fut: Future<Output = R> + Send + 'static,
     R: IntoAck,
 {
-    Box::pin(async move { fut.await.into_ack() })
+    let conn = *socket.id();
+    Box::pin(async move { logged(&conn, fut.await.into_ack()) })
 }
 
 /// Run a connect hook future.
@@ -123,28 +127,33 @@ where
     Box::pin(fut)
 }
 
-/// Run a handler future whose output is a plain serializable value, sent as the ack's data.
-pub fn reply_json<Fut, T>(fut: Fut) -> BoxFuture<Reply>
+/// Run a handler future whose output is a plain serializable value, sent as the ack's data (a
+/// value that cannot be serialized is an internal error, logged with `socket`'s id).
+pub fn reply_json<Fut, T>(socket: &Socket, fut: Fut) -> BoxFuture<Reply>
 where
     Fut: Future<Output = T> + Send + 'static,
     T: AckValue,
 {
-    Box::pin(async move { crate::handler::ack_value(fut.await) })
+    let conn = *socket.id();
+    Box::pin(async move { logged(&conn, crate::handler::ack_value(fut.await)) })
 }
 
-/// Run a handler future whose output is `Result<T, E>`: the ack, or the error answer. `T` and
-/// `E` are named by the macro where the user wrote them, so a wrong type gets one error there.
-pub fn reply_result<T, E, Fut>(fut: Fut) -> BoxFuture<Reply>
+/// Run a handler future whose output is `Result<T, E>`: the ack, or the error answer (an
+/// internal one is logged with `socket`'s id). `T` and `E` are named by the macro where the
+/// user wrote them, so a wrong type gets one error there.
+pub fn reply_result<T, E, Fut>(socket: &Socket, fut: Fut) -> BoxFuture<Reply>
 where
     T: AckValue,
     E: IntoErrorBody,
     Fut: Future<Output = Result<T, E>> + Send + 'static,
 {
+    let conn = *socket.id();
     Box::pin(async move {
-        match fut.await {
+        let reply = match fut.await {
             Ok(value) => crate::handler::ack_value(value),
             Err(e) => Err(e.into_error_body()),
-        }
+        };
+        logged(&conn, reply)
     })
 }
 
@@ -153,14 +162,17 @@ pub fn decode<T: Payload>(data: Option<&RawValue>) -> Result<T, HandlerError> {
     crate::handler::decode_payload(data)
 }
 
-/// A connect hook whose extractor failed: refuse with the error's message.
-pub fn connect_err(e: HandlerError) -> BoxFuture<Result<(), String>> {
+/// A connect hook whose extractor failed: refuse with the error's message (`internal error`
+/// for an internal one, logged with `socket`'s id).
+pub fn connect_err(socket: &Socket, e: HandlerError) -> BoxFuture<Result<(), String>> {
+    e.log_internal(socket.id());
     Box::pin(std::future::ready(Err(e.message().to_owned())))
 }
 
 /// A disconnect hook whose extractor failed: skip it (logged).
-pub fn disconnect_skip(e: HandlerError) -> BoxFuture<()> {
-    tracing::error!(error = %e, "disconnect hook skipped");
+pub fn disconnect_skip(socket: &Socket, e: HandlerError) -> BoxFuture<()> {
+    e.log_internal(socket.id());
+    tracing::error!(conn = %socket.id(), error = %e, "disconnect hook skipped");
     Box::pin(std::future::ready(()))
 }
 

@@ -13,7 +13,9 @@ use crate::sync::lock;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
-    /// Gauge: open connections (after the upgrade, until the disconnect hook has run).
+    /// Gauge: open connections: connection slots held, from the admission of the upgrade until
+    /// the disconnect hooks have run (or until the connection's task was dropped, its hooks then
+    /// running in a task of their own).
     pub connections: usize,
     /// Gauge: namespaces created on demand (through `allow_namespaces`) that currently exist.
     pub dynamic_namespaces: usize,
@@ -41,6 +43,14 @@ pub struct Stats {
     pub unknown_acks: u64,
     /// Counter: handler or hook panics that were contained.
     pub handler_panics: u64,
+    /// Counter: hooks cancelled at their deadline ([`ServerBuilder::hook_timeout`](crate::ServerBuilder::hook_timeout)).
+    pub hook_timeouts: u64,
+    /// Counter: client requests refused for rate ([`RateLimitPolicy::Reject`](crate::RateLimitPolicy::Reject));
+    /// under backpressure nothing is refused and pauses count in `backpressure_pauses`.
+    pub rate_limited: u64,
+    /// Counter: times a connection stopped reading its client for backpressure (its outbound
+    /// queue over its bound, or out of rate-limit tokens).
+    pub backpressure_pauses: u64,
     /// Counter: closed connections by close code (1006 when the peer dropped without a close frame).
     pub closes: BTreeMap<u16, u64>,
 }
@@ -60,6 +70,9 @@ pub(crate) struct Counters {
     pub(crate) ack_timeouts: AtomicU64,
     pub(crate) unknown_acks: AtomicU64,
     pub(crate) handler_panics: AtomicU64,
+    pub(crate) hook_timeouts: AtomicU64,
+    pub(crate) rate_limited: AtomicU64,
+    pub(crate) backpressure_pauses: AtomicU64,
     closes: Mutex<BTreeMap<u16, u64>>,
 }
 
@@ -88,6 +101,9 @@ impl Counters {
             ack_timeouts: self.ack_timeouts.load(Relaxed),
             unknown_acks: self.unknown_acks.load(Relaxed),
             handler_panics: self.handler_panics.load(Relaxed),
+            hook_timeouts: self.hook_timeouts.load(Relaxed),
+            rate_limited: self.rate_limited.load(Relaxed),
+            backpressure_pauses: self.backpressure_pauses.load(Relaxed),
             closes: lock(&self.closes).clone(),
         }
     }

@@ -24,12 +24,17 @@ use tokio::time::Instant;
 use crate::client::{self, Connected, Dial, Incoming, Proto, needed, parse_frame, push_frame};
 use crate::procfs;
 
+pub(crate) mod counts;
 pub(crate) mod plans;
 mod scenarios;
 
 /// Source addresses are spread over 127.0.0.2 ..= 127.0.0.(1 + SOURCES) so that closing and
 /// reopening thousands of connections never runs out of ephemeral ports (TIME_WAIT).
 const SOURCES: u32 = 200;
+
+/// The timestamp of payloads while `G::frozen_clock` is set (13 digits, as a real one after
+/// 1,000 s of a run would have).
+const FROZEN_TIME: u64 = 1_000_000_000_000;
 
 /// Longest accepted latency (µs) in the histograms: 60 s.
 const HIST_MAX_US: u64 = 60_000_000;
@@ -55,6 +60,13 @@ pub(crate) struct G {
     pub(crate) latency: RefCell<Histogram<u64>>,
     /// Echo acks received while recording.
     pub(crate) acks: Cell<u64>,
+    /// Wake `acked` when `acks` gets to this.
+    ack_target: Cell<u64>,
+    acked: Notify,
+    /// Payloads carry a constant timestamp instead of the time (`wsu-bench counts`: every
+    /// payload has the same length, so the servers' work per message does not change with the
+    /// run's duration; latencies are not measured then).
+    pub(crate) frozen_clock: Cell<bool>,
     pub(crate) rtt: RefCell<Histogram<u64>>,
     /// Ack clients send a new echo for each ack while this is set.
     pub(crate) acking: Cell<bool>,
@@ -84,6 +96,9 @@ impl G {
             reached: Notify::new(),
             latency: RefCell::new(histogram()),
             acks: Cell::new(0),
+            ack_target: Cell::new(u64::MAX),
+            acked: Notify::new(),
+            frozen_clock: Cell::new(false),
             rtt: RefCell::new(histogram()),
             acking: Cell::new(false),
             errors: Cell::new(0),
@@ -100,9 +115,15 @@ impl G {
         u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
-    /// The JSON payload of a `msg` or `echo`, stamped now.
+    /// The JSON payload of a `msg` or `echo`, stamped now (or with [`FROZEN_TIME`] while
+    /// `frozen_clock` is set).
     pub(crate) fn payload(&self) -> String {
-        format!(r#"{{"t":{},"p":"{}"}}"#, self.now_ns(), self.pad.borrow())
+        let t = if self.frozen_clock.get() {
+            FROZEN_TIME
+        } else {
+            self.now_ns()
+        };
+        format!(r#"{{"t":{t},"p":"{}"}}"#, self.pad.borrow())
     }
 
     /// Set the padding so that payloads are about `bytes` long.
@@ -154,6 +175,20 @@ impl G {
         ok
     }
 
+    /// Wait until `acks` reaches `target`, or the timeout.
+    pub(crate) async fn wait_acks(&self, target: u64, timeout: Duration) -> bool {
+        self.ack_target.set(target);
+        let ok = tokio::time::timeout(timeout, async {
+            while self.acks.get() < target {
+                self.acked.notified().await;
+            }
+        })
+        .await
+        .is_ok();
+        self.ack_target.set(u64::MAX);
+        ok
+    }
+
     /// A text message arrived on `link` (at `now`, in ns since the epoch).
     fn on_text(&self, link: &Link, m: &[u8], now: u64, out: &mut Vec<u8>) {
         if self.proto == Proto::Sio && m == b"2" {
@@ -195,6 +230,9 @@ impl G {
                 } else if link.acker.get() {
                     if self.recording.get() {
                         self.acks.set(self.acks.get() + 1);
+                        if self.acks.get() >= self.ack_target.get() {
+                            self.acked.notify_one();
+                        }
                         if let Some(t) = client::timestamp(m) {
                             let us = now.saturating_sub(t) / 1000;
                             self.rtt
@@ -239,6 +277,12 @@ pub(crate) struct Link {
 }
 
 impl Link {
+    /// Number the next requests from `id` + 1 on (`wsu-bench counts` starts every link at
+    /// 1,000,000 so that all ack ids have the same length).
+    pub(crate) fn set_next_id(&self, id: u64) {
+        self.next_ack.set(id);
+    }
+
     fn next_id(&self) -> u64 {
         let id = self.next_ack.get() + 1;
         self.next_ack.set(id);

@@ -16,6 +16,8 @@
 //! - `profile-bcast`, `profile-ack`: fixed amounts of work (for a server run under a profiler
 //!   such as `valgrind --tool=callgrind`): 100 members, 100 rounds of 1 and 50 rounds of 10
 //!   broadcasts; 20,000 acks from 10 clients with 8 in flight.
+//! - `counts:members=M,rounds=N,rounds10=N10,acks=K,clients=C`: the fixed work of
+//!   `wsu-bench counts`, in lock step (see [`super::counts`]).
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -62,6 +64,10 @@ pub(crate) async fn run(g: &Rc<G>, plan: &str) -> Result<(), String> {
         "full-c" => full_c(g).await,
         "profile-bcast" => profile_bcast(g).await,
         "profile-ack" => profile_ack(g).await,
+        p if p.starts_with("counts:") => {
+            let work = super::counts::Work::parse(&p["counts:".len()..])?;
+            super::counts::run(g, &work).await
+        }
         "ack" => {
             let (hs, _, _) = dial_many(g, 100, 32, None).await;
             let ls = links(&hs);

@@ -24,7 +24,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
-use crate::settings::{MAX_BATCH, OUTBOX, PING_INTERVAL, PING_TIMEOUT, READ_BUFFER};
+use crate::settings::{Heartbeat, MAX_BATCH, OUTBOX, READ_BUFFER};
 
 /// What other tasks hold of a connection.
 struct Peer {
@@ -113,7 +113,7 @@ struct Publish<'a> {
     data: &'a RawValue,
 }
 
-pub(crate) async fn serve(port: u16) -> std::io::Result<()> {
+pub(crate) async fn serve(port: u16, hb: Heartbeat) -> std::io::Result<()> {
     let listener = super::bind(port).await?;
     let registry = Arc::new(Registry::default());
     loop {
@@ -127,12 +127,12 @@ pub(crate) async fn serve(port: u16) -> std::io::Result<()> {
         let registry = registry.clone();
         tokio::spawn(async move {
             let _ = tcp.set_nodelay(true);
-            connection(tcp, registry).await;
+            connection(tcp, registry, hb).await;
         });
     }
 }
 
-async fn connection(tcp: TcpStream, registry: Arc<Registry>) {
+async fn connection(tcp: TcpStream, registry: Arc<Registry>, hb: Heartbeat) {
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(32 * 1024)
@@ -149,8 +149,8 @@ async fn connection(tcp: TcpStream, registry: Arc<Registry>) {
         kill: Notify::new(),
     });
     let mut rooms: Vec<Box<str>> = Vec::new();
-    let timeout = PING_INTERVAL + PING_TIMEOUT;
-    let mut ping = tokio::time::interval_at(Instant::now() + PING_INTERVAL, PING_INTERVAL);
+    let timeout = hb.interval + hb.timeout;
+    let mut ping = tokio::time::interval_at(Instant::now() + hb.interval, hb.interval);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_seen = Instant::now();
     let deadline = tokio::time::sleep_until(last_seen + timeout);

@@ -5,7 +5,7 @@ use serde_json::value::RawValue;
 use socketioxide::extract::{AckSender, Data, SocketRef};
 use socketioxide::{SocketIo, TransportType};
 
-use crate::settings::{PING_INTERVAL, PING_TIMEOUT, READ_BUFFER};
+use crate::settings::{Heartbeat, READ_BUFFER};
 
 /// The payload of `pub`.
 #[derive(Deserialize)]
@@ -40,10 +40,10 @@ fn on_connect(socket: SocketRef) {
     );
 }
 
-pub(crate) async fn serve(port: u16) -> std::io::Result<()> {
+pub(crate) async fn serve(port: u16, hb: Heartbeat) -> std::io::Result<()> {
     let (layer, io) = SocketIo::builder()
-        .ping_interval(PING_INTERVAL)
-        .ping_timeout(PING_TIMEOUT)
+        .ping_interval(hb.interval)
+        .ping_timeout(hb.timeout)
         .transports([TransportType::Websocket])
         .ws_read_buffer_size(READ_BUFFER)
         .build_layer();

@@ -5,7 +5,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use wsu::{Server, ws_event};
 
-use crate::settings::{PING_INTERVAL, PING_TIMEOUT};
+use crate::settings::Heartbeat;
 
 /// The payload of `pub`.
 #[derive(Deserialize)]
@@ -26,10 +26,10 @@ async fn echo(data: Box<RawValue>) -> Box<RawValue> {
     data
 }
 
-pub(crate) async fn serve(port: u16) -> std::io::Result<()> {
+pub(crate) async fn serve(port: u16, hb: Heartbeat) -> std::io::Result<()> {
     let server = Server::builder()
-        .ping_interval(PING_INTERVAL)
-        .read_timeout(PING_INTERVAL + PING_TIMEOUT)
+        .ping_interval(hb.interval)
+        .read_timeout(hb.interval + hb.timeout)
         .build()
         .map_err(std::io::Error::other)?;
     let listener = super::bind(port).await?;

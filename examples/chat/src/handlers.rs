@@ -6,7 +6,8 @@ use serde_json::value::RawValue;
 use std::time::Instant;
 
 use wsu::{
-    CloseCode, DisconnectReason, HandlerError, Server, Socket, State, ws_disconnect, ws_event,
+    CloseCode, DisconnectReason, HandlerError, Server, Socket, State, Typed, ws_disconnect,
+    ws_event,
 };
 
 use crate::error::ChatError;
@@ -20,17 +21,22 @@ use crate::protocol::{
 /// resume key). In `4500..=4999`, so the client does not reconnect (it would take it back).
 pub const SESSION_REPLACED: CloseCode = CloseCode::new(4509);
 
-/// The seed example's `chat` handler, unchanged: broadcast to everyone else in `/` and ack
+/// The seed example's `chat` handler: broadcast to everyone else in `/` and ack
 /// `{"status":"ok"}`. A payload that does not decode is answered as the seed did, with an
 /// application `error` event `{"error":"invalid payload"}`, followed by wsu's `error` answer
 /// (with the `ackId`, if any, so that the request still gets exactly one answer).
 ///
-/// It takes the raw JSON (as the seed's `Event.Data`) instead of a typed payload because wsu
-/// answers a typed payload that does not decode by itself, before the handler could send the
-/// seed's `error` event.
+/// The payload is checked as a [`ChatMessage`] but relayed as the client sent it, byte for
+/// byte ([`Typed`]): fields the server does not know, numbers of any size, key order and spacing
+/// reach the other clients unchanged. (The seed re-encoded the decoded `{user, message}`, which
+/// gives the same bytes for its own client's compact `{"user":..,"message":..}`.)
+///
+/// It takes the raw JSON (as the seed's `Event.Data`) and decodes it itself instead of taking a
+/// `Typed<ChatMessage>` payload, because wsu answers a typed payload that does not decode by
+/// itself, before the handler could send the seed's `error` event.
 #[ws_event(namespace = "/", name = "chat")]
 pub async fn chat(socket: Socket, data: Box<RawValue>) -> Result<Status, HandlerError> {
-    let msg: ChatMessage = match serde_json::from_str(data.get()) {
+    let msg = match Typed::<ChatMessage>::from_raw(data) {
         Ok(msg) => msg,
         Err(e) => {
             let seed_error = SeedError {

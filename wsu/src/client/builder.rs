@@ -19,9 +19,12 @@ use super::shared::Common;
 use super::{Client, ClientError, ErrorEvent, Reconnect, StateEvent, frames};
 use crate::handler::IntoAck;
 
-/// Events received but not yet handled, at most (beyond that the connection stops reading).
+/// Events received but not yet handled, at most. One more may wait in the connection task;
+/// beyond that it stops reading the socket until a handler finishes (TCP backpressure).
 const INCOMING_QUEUE: usize = 256;
-/// Handler answers not yet written, at most.
+/// Handler answers not yet taken by the connection task, at most. The connection task takes
+/// them whatever else it is doing (it never waits for the handler task), so a full queue only
+/// makes the handler task wait for the socket.
 const ANSWER_QUEUE: usize = 64;
 
 /// Options and handlers of a [`Client`]; see [`Client::builder`].
@@ -115,7 +118,8 @@ impl ClientBuilder {
     /// `E:` [`IntoErrorBody`](crate::IntoErrorBody). An `Err`, a payload that does not decode, or
     /// a panic is answered with an `error` message carrying the request's `ackId` (the server's
     /// `emit_with_ack` then fails with `AckError::Rejected`); for an event sent without `ackId`
-    /// it is reported to [`on_error`](ClientBuilder::on_error).
+    /// it is reported to [`on_error`](ClientBuilder::on_error). An internal error (a
+    /// `std::io::Error`, for one) is answered `internal error` and its detail logged here.
     ///
     /// Handlers run one at a time, in arrival order, in a task of their own: a handler may
     /// await the client's own requests. The event names the server may send are any non-empty
@@ -241,6 +245,49 @@ impl ClientBuilder {
         self
     }
 
+    /// The TLS configuration of `wss://` connections (features `client-tls` or
+    /// `client-tls-native-roots`), for example one that trusts a private certificate authority
+    /// or presents a client certificate. It is used as given: leave its ALPN protocols empty (or
+    /// `http/1.1`), since WebSocket upgrades only exist on HTTP/1.1.
+    ///
+    /// Without it, `wss://` connections trust the root certificates of the enabled features:
+    /// Mozilla's, compiled in (`client-tls`), and the operating system's, read once by
+    /// [`connect`](ClientBuilder::connect) (`client-tls-native-roots`). Either way the crypto
+    /// provider of wsu's own configurations is `ring`; build yours with
+    /// `ClientConfig::builder_with_provider` to choose one explicitly.
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    /// use wsu::client::Client;
+    /// use wsu::client::rustls::{self, ClientConfig, RootCertStore};
+    ///
+    /// # async fn run(ca_der: Vec<u8>) -> Result<(), Box<dyn std::error::Error>> {
+    /// // Trust a private CA (its certificate in DER form) and nothing else.
+    /// let mut roots = RootCertStore::empty();
+    /// roots.add(ca_der.into())?;
+    /// let provider = Arc::new(rustls::crypto::ring::default_provider());
+    /// let tls = ClientConfig::builder_with_provider(provider)
+    ///     .with_safe_default_protocol_versions()?
+    ///     .with_root_certificates(roots)
+    ///     .with_no_client_auth();
+    /// let client = Client::builder("wss://chat.internal:8443/ws")
+    ///     .tls_config(tls)
+    ///     .connect()
+    ///     .await?;
+    /// # let _ = client;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(any(feature = "client-tls", feature = "client-tls-native-roots"))]
+    #[cfg_attr(
+        docsrs,
+        doc(cfg(any(feature = "client-tls", feature = "client-tls-native-roots")))
+    )]
+    pub fn tls_config(mut self, config: impl Into<Arc<rustls::ClientConfig>>) -> Self {
+        self.config.tls = Some(config.into());
+        self
+    }
+
     /// Connect. Resolves once the server has accepted the connection (its connect hooks ran):
     /// emits and joins can follow at once.
     ///
@@ -250,15 +297,23 @@ impl ClientBuilder {
     /// # Errors
     /// [`ClientError::InvalidRequest`], [`ClientError::InvalidOption`],
     /// [`ClientError::InvalidName`] and [`ClientError::DuplicateHandler`] for a bad
-    /// configuration; [`ClientError::Connect`], [`ClientError::Http`], [`ClientError::Timeout`]
-    /// and [`ClientError::Refused`] when the server cannot be reached or refuses the connection.
+    /// configuration (a `wss://` URL without a TLS feature is an `InvalidRequest`);
+    /// [`ClientError::Connect`], [`ClientError::Tls`], [`ClientError::Http`],
+    /// [`ClientError::Timeout`] and [`ClientError::Refused`] when the server cannot be reached,
+    /// is not trusted, or refuses the connection.
     pub async fn connect(self) -> Result<Client, ClientError> {
         if let Some(error) = self.error {
             return Err(error);
         }
-        self.config.validate()?;
-        let backoff = self.config.reconnect.clone().map(Backoff::new);
-        let common = Arc::new(Common::new(self.config, self.callbacks));
+        #[allow(unused_mut)] // Changed only with a TLS feature.
+        let mut config = self.config;
+        config.validate()?;
+        #[cfg(any(feature = "client-tls", feature = "client-tls-native-roots"))]
+        if config.tls.is_none() && config.is_wss() {
+            config.tls = Some(super::tls::default_config()?);
+        }
+        let backoff = config.reconnect.clone().map(Backoff::new);
+        let common = Arc::new(Common::new(config, self.callbacks));
         let (outbox, outbox_rx) = Outbox::new(common.config.offline_buffer, common.watch_state());
         let (close, close_rx) = watch::channel(None);
         let (events_tx, events_rx) = mpsc::channel(INCOMING_QUEUE);

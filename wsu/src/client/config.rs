@@ -28,6 +28,10 @@ pub(crate) struct Config {
     pub(crate) ping_interval: Duration,
     /// The connection is considered lost when nothing arrives for this long. Default 45 s.
     pub(crate) read_timeout: Duration,
+    /// The TLS configuration of `wss://` connections: the one given to
+    /// `ClientBuilder::tls_config`, else the default one, built by `connect`.
+    #[cfg(any(feature = "client-tls", feature = "client-tls-native-roots"))]
+    pub(crate) tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl Config {
@@ -42,7 +46,15 @@ impl Config {
             offline_buffer: 256,
             ping_interval: Duration::from_secs(20),
             read_timeout: Duration::from_secs(45),
+            #[cfg(any(feature = "client-tls", feature = "client-tls-native-roots"))]
+            tls: None,
         }
+    }
+
+    /// Whether the URL asks for TLS.
+    pub(crate) fn is_wss(&self) -> bool {
+        let scheme = self.url.split_once("://").map_or("", |(scheme, _)| scheme);
+        scheme.eq_ignore_ascii_case("wss")
     }
 
     /// Checks the options, and that a request can be built.
@@ -62,6 +74,17 @@ impl Config {
                 "heartbeat",
                 "the read timeout must be longer than the ping interval",
             );
+        }
+        if self.is_wss()
+            && !cfg!(any(
+                feature = "client-tls",
+                feature = "client-tls-native-roots"
+            ))
+        {
+            return Err(ClientError::InvalidRequest(format!(
+                "url `{}`: `wss://` needs the feature `client-tls` (or `client-tls-native-roots`)",
+                self.url
+            )));
         }
         self.request().map(|_| ())
     }
@@ -183,5 +206,21 @@ mod tests {
                 ..
             })
         ));
+        c.read_timeout = Duration::from_secs(45);
+        c.url = "WSS://example.com/ws".to_owned();
+        assert!(c.is_wss());
+        let tls = cfg!(any(
+            feature = "client-tls",
+            feature = "client-tls-native-roots"
+        ));
+        match c.validate() {
+            Ok(()) => assert!(tls),
+            Err(ClientError::InvalidRequest(reason)) => {
+                assert!(!tls && reason.contains("feature `client-tls`"), "{reason}");
+            }
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+        c.url = "ws://example.com/wss".to_owned();
+        assert!(!c.is_wss());
     }
 }

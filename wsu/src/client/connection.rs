@@ -12,7 +12,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message, Utf8Bytes};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async_with_config};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::backoff::Backoff;
 use super::buffer::{Outbound, Waiter};
@@ -77,6 +77,23 @@ struct Link {
     last_seen: Instant,
     /// Rejoin requests (the acceptance probe included) not answered yet.
     rejoin_left: usize,
+    /// An event that did not fit in the handler queue. While it is here the socket is not read
+    /// (TCP backpressure on the server); answers and queued messages are still written.
+    stalled: Option<IncomingEvent>,
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        // Delivery is at-most-once: an event held back when its connection ends is not handled
+        // (a server request among them fails on the server with `closed`, as for any drop).
+        if let Some(event) = &self.stalled {
+            tracing::debug!(
+                namespace = %event.namespace,
+                event = %event.event,
+                "connection ended with an event waiting for the handler queue: not handled"
+            );
+        }
+    }
 }
 
 impl Link {
@@ -234,10 +251,17 @@ impl Driver {
             Ok(request) => request,
             Err(e) => return Opened::Failed(e),
         };
-        let attempt = tokio::time::timeout(
-            config.connect_timeout,
-            connect_async_with_config(request, None, true),
+        // The TLS configuration is used for `wss://` URLs only.
+        #[cfg(any(feature = "client-tls", feature = "client-tls-native-roots"))]
+        let connecting = tokio_tungstenite::connect_async_tls_with_config(
+            request,
+            None,
+            true,
+            config.tls.clone().map(tokio_tungstenite::Connector::Rustls),
         );
+        #[cfg(not(any(feature = "client-tls", feature = "client-tls-native-roots")))]
+        let connecting = tokio_tungstenite::connect_async_with_config(request, None, true);
+        let attempt = tokio::time::timeout(config.connect_timeout, connecting);
         tokio::select! {
             result = attempt => match result {
                 Ok(Ok((ws, _response))) => Opened::Ws(Box::new(ws)),
@@ -262,11 +286,14 @@ impl Driver {
             dirty: false,
             last_seen: Instant::now(),
             rejoin_left: 0,
+            stalled: None,
         };
         if let Err(ended) = self.send_rejoins(&mut link).await {
             return (ended, false);
         }
         let mut ready = false;
+        // A handle of its own, so that a permit to send on it does not borrow `self`.
+        let events = self.events.clone();
         let accept_deadline = tokio::time::sleep(config.connect_timeout);
         tokio::pin!(accept_deadline);
         let mut ping =
@@ -282,7 +309,30 @@ impl Driver {
                     let reason = reason.unwrap_or_else(|| "client dropped".to_owned());
                     return (self.close_link(&mut link, ready, reason).await, ready);
                 }
-                msg = link.ws.next() => self.on_message(&mut link, msg).await,
+                // Not read while an event waits for room in the handler queue.
+                msg = link.ws.next(), if link.stalled.is_none() => {
+                    self.on_message(&mut link, msg).await
+                }
+                // Room in the handler queue for the event that did not fit: read again.
+                permit = events.reserve(), if link.stalled.is_some() => {
+                    // The server was not read meanwhile: its silence does not count.
+                    link.last_seen = Instant::now();
+                    let unsent = match permit {
+                        Ok(permit) => {
+                            if let Some(event) = link.stalled.take() {
+                                permit.send(event);
+                            }
+                            None
+                        }
+                        Err(_) => link.stalled.take(),
+                    };
+                    match unsent {
+                        Some(event) => self.handlers_gone(&mut link, event).await,
+                        None => Ok(()),
+                    }
+                }
+                // Answers are always taken: the handler task may be waiting for room here,
+                // and nothing in this loop waits for the handler task.
                 Some((epoch, frame)) = self.answers.recv() => {
                     if epoch == self.epoch {
                         link.feed(Message::Text(frame)).await
@@ -299,7 +349,7 @@ impl Driver {
                     }
                 },
                 _ = ping.tick() => link.feed(Message::Ping(Bytes::new())).await,
-                () = &mut read_deadline => {
+                () = &mut read_deadline, if link.stalled.is_none() => {
                     let due = link.last_seen + config.read_timeout;
                     if Instant::now() >= due {
                         Err(Ended::lost(None, "heartbeat timeout"))
@@ -416,8 +466,15 @@ impl Driver {
                     data: msg.data.map(ToOwned::to_owned),
                     ack_id: msg.ack_id.map(Into::into),
                 };
-                // When the handlers are behind, wait: the socket is not read meanwhile.
-                let _ = self.events.send(incoming).await;
+                // Never wait for the handler task here (it may be waiting for this task to take
+                // its answers): when its queue is full, park the event and stop reading.
+                match self.events.try_send(incoming) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(event)) => link.stalled = Some(event),
+                    Err(mpsc::error::TrySendError::Closed(event)) => {
+                        self.handlers_gone(link, event).await?;
+                    }
+                }
             }
             Some(MessageType::Ack) => {
                 let Some(id) = msg.ack_id.as_deref() else {
@@ -458,6 +515,24 @@ impl Driver {
             Some(MessageType::Join | MessageType::Leave) | None => {}
         }
         Ok(())
+    }
+
+    /// The handler task is gone (it cannot end while this task runs, short of a bug): answer a
+    /// request with an `error` rather than leave the server waiting.
+    async fn handlers_gone(&mut self, link: &mut Link, event: IncomingEvent) -> Result<(), Ended> {
+        tracing::error!(
+            namespace = %event.namespace,
+            event = %event.event,
+            "the client's handler task is gone: event not handled"
+        );
+        match event.ack_id.as_deref() {
+            Some(id) => {
+                let frame =
+                    frames::error(&event.namespace, &event.event, id, "internal error", None);
+                link.feed(Message::Text(frame)).await
+            }
+            None => Ok(()),
+        }
     }
 
     /// A rejoin was refused: forget the membership and tell the application.
@@ -554,6 +629,9 @@ fn connect_error(e: WsError) -> ClientError {
     match e {
         WsError::Http(response) => ClientError::Http(response.status().as_u16()),
         WsError::Url(e) => ClientError::InvalidRequest(e.to_string()),
+        WsError::Tls(e) => ClientError::Tls(Box::new(e)),
+        #[cfg(any(feature = "client-tls", feature = "client-tls-native-roots"))]
+        WsError::Io(e) if super::tls::is_tls_error(&e) => ClientError::Tls(Box::new(e)),
         other => ClientError::Connect(Box::new(other)),
     }
 }

@@ -36,6 +36,12 @@ pub enum ClientError {
     Encode(serde_json::Error),
     /// The TCP connection or the WebSocket handshake failed.
     Connect(Box<dyn std::error::Error + Send + Sync>),
+    /// A `wss://` connection failed at the TLS layer: the server's certificate is not trusted
+    /// (`invalid peer certificate: UnknownIssuer` for a self-signed or private-CA certificate
+    /// without a matching [`tls_config`](super::ClientBuilder::tls_config)), does not name the
+    /// host, has expired, or the handshake failed; or no root certificates could be loaded. Only
+    /// with the features `client-tls` or `client-tls-native-roots`.
+    Tls(Box<dyn std::error::Error + Send + Sync>),
     /// The server answered the upgrade request with this HTTP status instead of `101` (for
     /// example `403` for a refused Origin, `404` for a wrong path, `503` at capacity or while
     /// shutting down).
@@ -74,6 +80,7 @@ impl fmt::Display for ClientError {
             ),
             ClientError::Encode(_) => f.write_str("payload could not be serialized"),
             ClientError::Connect(e) => write!(f, "could not connect: {e}"),
+            ClientError::Tls(e) => write!(f, "tls failed: {e}"),
             ClientError::Http(status) => {
                 write!(
                     f,
@@ -95,7 +102,7 @@ impl std::error::Error for ClientError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             ClientError::Encode(e) => Some(e),
-            ClientError::Connect(e) => Some(&**e),
+            ClientError::Connect(e) | ClientError::Tls(e) => Some(&**e),
             _ => None,
         }
     }

@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use super::shared::{Common, guard};
 use super::{ErrorEvent, StateEvent, frames};
 use crate::handler::{HandlerError, IntoAck, Reply, decode_payload};
-use crate::sync::{BoxFuture, CatchUnwind};
+use crate::sync::{BoxFuture, CatchUnwind, panic_message};
 
 /// The dispatcher's view of one handler.
 pub(crate) trait ClientHandler: Send + Sync + 'static {
@@ -123,7 +123,7 @@ pub(crate) async fn dispatch(
 ) {
     while let Some(ev) = incoming.recv().await {
         let outcome = match common.callbacks.get(&ev.namespace, &ev.event) {
-            Some(handler) => Some(run(handler, ev.data.as_deref()).await),
+            Some(handler) => Some(run(handler, &ev).await),
             None => {
                 if let Some(callback) = &common.callbacks.on_any {
                     guard("on_any", || {
@@ -135,6 +135,18 @@ pub(crate) async fn dispatch(
                     .then(|| Err(HandlerError::new("unknown event")))
             }
         };
+        if let Some(Err(e)) = &outcome {
+            // An internal error's detail stays here: the server gets `internal error`.
+            if let Some(detail) = std::error::Error::source(e).filter(|_| e.is_internal()) {
+                tracing::error!(
+                    namespace = %ev.namespace,
+                    event = %ev.event,
+                    error = %detail,
+                    details = ?detail,
+                    "a client handler failed with an internal error; the server gets `internal error`"
+                );
+            }
+        }
         let frame = match (outcome, ev.ack_id.as_deref()) {
             (Some(Ok(data)), Some(id)) => {
                 frames::ack(&ev.namespace, &ev.event, id, data.as_deref())
@@ -158,18 +170,24 @@ pub(crate) async fn dispatch(
     }
 }
 
-/// Runs one handler, turning a panic into an error answer.
-async fn run(handler: &Arc<dyn ClientHandler>, data: Option<&RawValue>) -> Reply {
-    let panicked = || HandlerError::new("internal error: handler panicked");
-    let fut = match catch_unwind(AssertUnwindSafe(|| handler.call(data))) {
+/// Runs one handler, turning a panic (in the handler, the payload's `Deserialize` or the
+/// answer's `Serialize`) into an `internal error` answer, logged with the event.
+async fn run(handler: &Arc<dyn ClientHandler>, ev: &IncomingEvent) -> Reply {
+    let panicked = |panic: &str| {
+        tracing::error!(
+            namespace = %ev.namespace,
+            event = %ev.event,
+            %panic,
+            "a client handler panicked"
+        );
+        Err(HandlerError::new("internal error"))
+    };
+    let fut = match catch_unwind(AssertUnwindSafe(|| handler.call(ev.data.as_deref()))) {
         Ok(fut) => fut,
-        Err(_) => return Err(panicked()),
+        Err(payload) => return panicked(&panic_message(payload.as_ref())),
     };
     match CatchUnwind::new(fut).await {
         Ok(reply) => reply,
-        Err(panic) => {
-            tracing::error!(%panic, "a client handler panicked");
-            Err(panicked())
-        }
+        Err(panic) => panicked(&panic),
     }
 }

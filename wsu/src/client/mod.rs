@@ -59,12 +59,27 @@
 //! ```
 //!
 //! # Connecting
-//! [`Client::builder`] takes a `ws://` URL (TLS is not built in: put a TLS-terminating proxy in
-//! front of `wss://` servers, as for the server side). [`ClientBuilder::header`] and
+//! [`Client::builder`] takes a `ws://` URL, or a `wss://` one with a TLS feature (below).
+//! [`ClientBuilder::header`] and
 //! [`ClientBuilder::query`] add credentials, sent again on every reconnection.
 //! [`ClientBuilder::connect`] resolves once the server has *accepted* the connection (its connect
 //! hooks ran); a refusal (close `4500`) is returned as [`ClientError::Refused`]. The first
 //! attempt is not retried.
+//!
+//! # TLS (`wss://`)
+//! `wss://` URLs need one of these features (without them `connect` fails with
+//! [`ClientError::InvalidRequest`]); both use rustls with the `ring` crypto provider:
+//!
+//! | feature | trusts by default |
+//! |---|---|
+//! | `client-tls` | Mozilla's root certificates, compiled in (`webpki-roots`) |
+//! | `client-tls-native-roots` | the operating system's root certificates, read when the client connects |
+//!
+//! With both, both stores are trusted. [`ClientBuilder::tls_config`] replaces the default with
+//! your own [`rustls::ClientConfig`] (re-exported as `wsu::client::rustls`), for a private
+//! certificate authority or a client certificate. A server that is not trusted fails the
+//! connection attempt with [`ClientError::Tls`] (for example
+//! `tls failed: invalid peer certificate: UnknownIssuer`), within the connect timeout.
 //!
 //! # Events and acks
 //! - [`Client::emit`] sends an event; [`Client::emit_with_ack`] waits for the server handler's
@@ -119,6 +134,22 @@
 //! queue, handler answers, WebSocket pings every 20 s and a read deadline; it answers the
 //! server's pings), the other runs the handlers. Both end when the client is closed or every
 //! handle is dropped.
+//!
+//! The connection task never waits for the handler task, so a burst of server requests cannot
+//! wedge them against each other. Memory stays bounded by this policy: up to 256 received
+//! events wait for their handlers; when the queue is full, the connection task keeps the next
+//! event and **stops reading the socket** until a handler finishes (TCP backpressure: the
+//! server's queue for this client fills, and its slow-consumer policy applies). Meanwhile it
+//! still writes handler answers (up to 64 wait for it), queued emits and pings, and the read
+//! deadline is suspended (the silence is the client's own). One consequence: while reading is
+//! paused the answers to the client's own requests are not read either, so a handler that
+//! awaits one of them with 256 events queued behind it waits until that request times out.
+//!
+//! A panic in a handler, in [`ClientBuilder::on_any`], [`ClientBuilder::on_error`] or
+//! [`ClientBuilder::on_state`] is contained and logged with `tracing` (level `error`); both tasks
+//! keep running. A server request whose handler panicked is answered with an `error`
+//! (`internal error`); for an event sent without `ackId` the failure goes to
+//! [`ClientBuilder::on_error`].
 #![cfg_attr(docsrs, doc(cfg(feature = "client")))]
 
 mod backoff;
@@ -134,9 +165,21 @@ mod memberships;
 mod pending;
 mod shared;
 mod state;
+#[cfg(any(feature = "client-tls", feature = "client-tls-native-roots"))]
+mod tls;
 
 pub use backoff::Reconnect;
 pub use builder::ClientBuilder;
 pub use error::{ClientAckError, ClientError, ErrorEvent};
 pub use handle::Client;
 pub use state::{ConnectionState, StateEvent};
+
+/// The rustls crate the client's TLS is built on (features `client-tls` and
+/// `client-tls-native-roots`), re-exported so that a [`ClientBuilder::tls_config`] can be built
+/// with the same version.
+#[cfg(any(feature = "client-tls", feature = "client-tls-native-roots"))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(any(feature = "client-tls", feature = "client-tls-native-roots")))
+)]
+pub use rustls;

@@ -2,15 +2,16 @@
 //! acks.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_tungstenite::tungstenite::http::request::Parts;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use super::acks::{AckData, AckTable};
+use super::outbox::{Outbox, Refused};
 use crate::config::{Config, SlowConsumerPolicy};
 use crate::registry::Namespace;
 use crate::stats::Counters;
@@ -24,6 +25,17 @@ pub(crate) struct CloseRequest {
     pub(crate) reason: String,
     /// Send what is queued before the close frame, until this instant (graceful shutdown).
     pub(crate) drain_until: Option<Instant>,
+}
+
+impl CloseRequest {
+    /// Close now, without draining the queue first.
+    pub(crate) fn now(code: CloseCode, reason: impl Into<String>) -> Self {
+        CloseRequest {
+            code,
+            reason: reason.into(),
+            drain_until: None,
+        }
+    }
 }
 
 /// The connection's membership of one namespace.
@@ -50,8 +62,8 @@ pub(crate) enum JoinError {
 
 pub(crate) struct ConnShared {
     pub(crate) id: SocketId,
-    tx: mpsc::Sender<Utf8Bytes>,
-    queued_bytes: AtomicUsize,
+    /// The one outbound queue (emits, broadcasts, answers, pings), read by the connection task.
+    pub(crate) outbox: Outbox,
     closed: AtomicBool,
     state: Mutex<ConnState>,
     acks: Mutex<AckTable>,
@@ -64,15 +76,13 @@ pub(crate) struct ConnShared {
 impl ConnShared {
     pub(crate) fn new(
         id: SocketId,
-        queue: usize,
+        config: &Config,
         request: Parts,
         remote_addr: Option<SocketAddr>,
-    ) -> (Arc<Self>, mpsc::Receiver<Utf8Bytes>) {
-        let (tx, rx) = mpsc::channel(queue.max(1));
+    ) -> Arc<Self> {
         let conn = ConnShared {
             id,
-            tx,
-            queued_bytes: AtomicUsize::new(0),
+            outbox: Outbox::new(config.max_queued_messages, config.max_queued_bytes),
             closed: AtomicBool::new(false),
             state: Mutex::new(ConnState::default()),
             acks: Mutex::new(AckTable::default()),
@@ -81,63 +91,51 @@ impl ConnShared {
             request,
             remote_addr,
         };
-        (Arc::new(conn), rx)
+        Arc::new(conn)
     }
 
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// Queue an encoded frame for this connection, applying the slow-consumer policy.
+    /// Queue an encoded frame for this connection (an emit or a broadcast), applying the
+    /// slow-consumer policy when its queue is full: the frame is dropped (counted in
+    /// `messages_dropped`) and, under [`SlowConsumerPolicy::Disconnect`], the connection is asked
+    /// to close with 4001.
     pub(crate) fn send(
         &self,
         frame: Utf8Bytes,
         config: &Config,
         counters: &Counters,
     ) -> Result<(), SendError> {
-        if self.is_closed() {
-            return Err(SendError::Closed);
-        }
-        let len = frame.len();
-        if len > config.max_queued_bytes {
+        if frame.len() > config.max_queued_bytes {
             return Err(SendError::TooLarge);
         }
-        let queued = self.queued_bytes.fetch_add(len, Ordering::Relaxed) + len;
-        let full = queued > config.max_queued_bytes;
-        let result = if full {
-            Err(mpsc::error::TrySendError::Full(frame))
-        } else {
-            self.tx.try_send(frame)
-        };
-        match result {
+        match self.outbox.offer(Message::Text(frame)) {
             Ok(()) => Ok(()),
-            Err(e) => {
-                self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
-                match e {
-                    mpsc::error::TrySendError::Closed(_) => Err(SendError::Closed),
-                    mpsc::error::TrySendError::Full(_) => {
-                        Counters::inc(&counters.messages_dropped);
-                        if config.slow_consumer == SlowConsumerPolicy::Disconnect {
-                            self.request_close(CloseRequest {
-                                code: CloseCode::SLOW_CONSUMER,
-                                reason: "outbound queue full".to_owned(),
-                                drain_until: None,
-                            });
-                        }
-                        Err(SendError::QueueFull)
-                    }
+            Err(Refused::Closed) => Err(SendError::Closed),
+            Err(Refused::Full) => {
+                Counters::inc(&counters.messages_dropped);
+                if config.slow_consumer == SlowConsumerPolicy::Disconnect {
+                    self.request_close(CloseRequest {
+                        code: CloseCode::SLOW_CONSUMER,
+                        reason: "outbound queue full".to_owned(),
+                        drain_until: None,
+                    });
                 }
+                Err(SendError::QueueFull)
             }
         }
     }
 
-    /// Account for a frame taken off the queue by the connection task.
-    pub(crate) fn dequeued(&self, len: usize) {
-        self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+    /// Queue one of the connection's own answers (ack, error, pong) behind everything queued
+    /// before it. Never refused while the connection is open (see [`Outbox::push`]).
+    pub(crate) fn send_own(&self, frame: Utf8Bytes) {
+        self.outbox.push(Message::Text(frame));
     }
 
     pub(crate) fn queued_bytes(&self) -> usize {
-        self.queued_bytes.load(Ordering::Relaxed)
+        self.outbox.bytes()
     }
 
     /// Ask the connection task to close. The first request wins, except that a request without
@@ -287,6 +285,7 @@ impl ConnShared {
     /// and fails pending acks. Returns the memberships that ended (empty if already closed).
     pub(crate) fn mark_closed(&self) -> Vec<Membership> {
         self.closed.store(true, Ordering::Release);
+        self.outbox.close();
         lock(&self.acks).close();
         let memberships = {
             let mut st = lock(&self.state);

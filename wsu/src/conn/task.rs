@@ -1,18 +1,17 @@
-//! The task that owns one WebSocket: reads, writes, heartbeats, timeouts, and the ordered
-//! execution of the connection's requests.
+//! The task that owns one WebSocket: it moves bytes and runs futures, nothing else.
 //!
 //! One task per connection, no lock around the socket: a `select!` over the socket, the
-//! outbound queue, the running handler, the ping interval and the read deadline. Everything
-//! queued is fed into tungstenite's write buffer and flushed once per loop turn (batching).
+//! connection's one outbound queue, the running request (held by the protocol [`Machine`]), the
+//! ping interval and the read deadline. Every turn writes one batch from the outbound queue into
+//! tungstenite's write buffer and flushes once (batching); the protocol itself lives in
+//! [`Machine`], which has no I/O.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::Poll;
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
 use tokio::time::error::Elapsed;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::WebSocketStream;
@@ -23,14 +22,15 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsClos
 use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message, Utf8Bytes};
 use tracing::Instrument;
 
-use super::dispatch::{Pending, Running};
-use super::{CloseRequest, ConnShared, Membership};
+use super::lifecycle::Cleanup;
+use super::machine::{Machine, ReadGate};
+use super::{CloseRequest, ConnShared};
 use crate::hooks::DisconnectReason;
+use crate::server::Slot;
 use crate::stats::Counters;
-use crate::sync::CatchUnwind;
-use crate::{CloseCode, Server, Socket};
+use crate::{CloseCode, Server};
 
-/// Most frames fed into one flush.
+/// Most frames fed into one flush, and most frames read before the next write.
 const MAX_BATCH: usize = 64;
 /// How long to wait for the peer's close frame after sending ours.
 const CLOSE_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
@@ -49,34 +49,38 @@ pub(crate) enum Exit {
 }
 
 impl Exit {
-    pub(crate) fn close(code: CloseCode, reason: impl Into<String>) -> Exit {
-        Exit::Close(CloseRequest {
-            code,
-            reason: reason.into(),
-            drain_until: None,
-        })
+    fn close(code: CloseCode, reason: impl Into<String>) -> Exit {
+        Exit::Close(CloseRequest::now(code, reason))
+    }
+
+    fn reason(self) -> DisconnectReason {
+        match self {
+            Exit::Transport => DisconnectReason::TransportClosed,
+            Exit::ClientClosed(code, reason) => DisconnectReason::ClientClosed { code, reason },
+            Exit::Close(req) => DisconnectReason::ServerClosed {
+                code: req.code,
+                reason: req.reason,
+            },
+            Exit::Closed(code, reason) => DisconnectReason::ServerClosed { code, reason },
+        }
     }
 }
 
-pub(crate) struct Conn<S> {
-    pub(crate) server: Server,
-    pub(crate) conn: Arc<ConnShared>,
+struct Conn<S> {
+    server: Server,
+    conn: Arc<ConnShared>,
     ws: WebSocketStream<S>,
-    rx: mpsc::Receiver<Utf8Bytes>,
-    pub(crate) running: Option<Running>,
-    pub(crate) queue: VecDeque<Pending>,
-    pub(crate) last_seen: Instant,
+    machine: Machine,
+    /// Something was fed into the write buffer since the last flush.
     dirty: bool,
+    /// Data frames fed since the last flush (the `messages_out` counter).
     written: u64,
-    pub(crate) invalid_count: u32,
-    pub(crate) invalid_window_start: Instant,
-    pub(crate) tokens: f64,
-    pub(crate) tokens_at: Instant,
 }
 
-/// Run one upgraded connection to its end, including its disconnect hooks. The caller has
-/// reserved a connection slot with `Server::reserve_slot`; it is released here. The connection
-/// is registered when this is called; await the future at once.
+/// Run one upgraded connection to its end, including its disconnect hooks. `slot` is the
+/// connection slot reserved by the upgrade ([`Server::admit_upgrade`]); it is released when the
+/// connection is over, however it ends: a guard cleans up if this future is dropped (a killed
+/// shutdown, a cancelled `serve_connection`) or unwinds.
 ///
 /// Not an `async fn`: the arguments of an `async fn` stay in its state, moved-from, for as long
 /// as it runs (0.6 KiB per open connection here).
@@ -85,48 +89,55 @@ pub(crate) fn run_connection<S>(
     ws: WebSocketStream<S>,
     request: Parts,
     remote_addr: Option<SocketAddr>,
+    slot: Slot,
 ) -> impl Future<Output = ()>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let id = server.next_id();
-    let (conn, rx) = ConnShared::new(
-        id,
-        server.inner.config.max_queued_messages,
-        request,
-        remote_addr,
-    );
-    server.register_connection(&conn);
+    let conn = ConnShared::new(id, &server.inner.config, request, remote_addr);
+    let cleanup = Cleanup::new(server.clone(), conn.clone(), slot);
     // A connection admitted while `shutdown` was listing connections is closed here instead.
     if server.is_shutting_down() {
-        conn.request_close(CloseRequest {
-            code: CloseCode::GOING_AWAY,
-            reason: "server shutting down".to_owned(),
-            drain_until: None,
-        });
+        conn.request_close(CloseRequest::now(
+            CloseCode::GOING_AWAY,
+            "server shutting down",
+        ));
     }
     let span = tracing::debug_span!("wsu.conn", id = %id);
-    let now = Instant::now();
-    let burst = server.inner.config.rate_limit.map_or(0.0, |r| r.burst);
+    let mut killed = server.kill_signal();
+    let machine = Machine::new(server.clone(), conn.clone(), Instant::now());
     let mut task = Conn {
         server,
         conn,
         ws,
-        rx,
-        running: None,
-        queue: VecDeque::new(),
-        last_seen: now,
+        machine,
         dirty: false,
         written: 0,
-        invalid_count: 0,
-        invalid_window_start: now,
-        tokens: burst,
-        tokens_at: now,
     };
-    async move {
+    let run = async move {
         tracing::debug!("connected");
         let exit = task.run().await;
-        task.finish(exit).await;
+        let Conn {
+            ws, mut machine, ..
+        } = task;
+        drop(ws);
+        // A handler still running is cancelled (dropped at its current `.await`), as axum drops
+        // a handler whose client went away: its answer has nowhere to go, and a handler that
+        // never finishes must not outlive its connection. Work that must complete belongs in a
+        // spawned task.
+        machine.stop();
+        drop(machine);
+        cleanup.finish(exit.reason()).await;
+    };
+    async move {
+        // Past the shutdown deadline the connection is dropped wherever it is (its guard cleans
+        // up), so that `shutdown` returns in time even with hung hooks.
+        tokio::select! {
+            biased;
+            () = run => {}
+            _ = killed.wait_for(|k| *k) => {}
+        }
     }
     .instrument(span)
 }
@@ -147,45 +158,21 @@ where
 
     async fn run_loop(&mut self) -> Exit {
         let cfg = &self.server.inner.config;
-        let (ping_every, read_timeout) = (cfg.ping_interval, cfg.read_timeout);
-        match self.connect_phase() {
-            Ok(running) => self.running = running,
-            Err(exit) => return exit,
+        let ping_every = cfg.ping_interval;
+        let connected = std::future::poll_fn(|cx| Poll::Ready(self.machine.connect(cx))).await;
+        if let Err(req) = connected {
+            return Exit::Close(req);
         }
         let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let read_deadline = tokio::time::sleep_until(self.last_seen + read_timeout);
+        let read_deadline = tokio::time::sleep_until(self.machine.heartbeat_due());
         tokio::pin!(read_deadline);
+        let rate_wait = tokio::time::sleep_until(Instant::now());
+        tokio::pin!(rate_wait);
 
         loop {
-            let step: Result<(), Exit> = tokio::select! {
-                () = self.conn.close_notify.notified() => match self.conn.take_close_request() {
-                    Some(req) => Err(Exit::Close(req)),
-                    None => Ok(()),
-                },
-                msg = self.ws.next() => self.on_messages(msg).await,
-                out = poll_running(&mut self.running), if self.running.is_some() => {
-                    match self.running.take() {
-                        Some(r) => self.on_finished(r, out).await,
-                        None => Ok(()),
-                    }
-                }
-                Some(frame) = self.rx.recv() => self.write_queued(Some(frame)).await,
-                _ = ping.tick() => {
-                    self.dirty = true;
-                    self.feed(Message::Ping(Bytes::new())).await
-                }
-                () = &mut read_deadline => {
-                    let due = self.last_seen + read_timeout;
-                    if Instant::now() >= due {
-                        Err(Exit::close(CloseCode::HEARTBEAT_TIMEOUT, "heartbeat timeout"))
-                    } else {
-                        read_deadline.as_mut().reset(due);
-                        Ok(())
-                    }
-                }
-            };
-            if let Err(exit) = step {
+            // Write one batch of what is queued, then flush once.
+            if let Err(exit) = self.write_queued().await {
                 return exit;
             }
             if self.dirty {
@@ -193,14 +180,57 @@ where
                     return exit;
                 }
             }
+            let gate = self.machine.read_gate();
+            let reading = gate == ReadGate::Open;
+            let rate_paused = match gate {
+                ReadGate::Rate(at) => {
+                    if rate_wait.deadline() != at {
+                        rate_wait.as_mut().reset(at);
+                    }
+                    true
+                }
+                _ => false,
+            };
+            let running = self.machine.is_running();
+            let step: Result<(), Exit> = tokio::select! {
+                () = self.conn.close_notify.notified() => match self.conn.take_close_request() {
+                    Some(req) => Err(Exit::Close(req)),
+                    None => Ok(()),
+                },
+                msg = self.ws.next(), if reading => self.on_messages(msg).await,
+                step = std::future::poll_fn(|cx| self.machine.poll_running(cx)), if running => {
+                    step.map_err(Exit::Close)
+                }
+                () = std::future::poll_fn(|cx| self.conn.outbox.poll_ready(cx)) => Ok(()),
+                _ = ping.tick() => {
+                    self.conn.outbox.push(Message::Ping(Bytes::new()));
+                    Ok(())
+                }
+                () = &mut read_deadline, if reading => {
+                    let due = self.machine.heartbeat_due();
+                    if Instant::now() >= due {
+                        Err(Exit::close(CloseCode::HEARTBEAT_TIMEOUT, "heartbeat timeout"))
+                    } else {
+                        read_deadline.as_mut().reset(due);
+                        Ok(())
+                    }
+                }
+                () = &mut rate_wait, if rate_paused => Ok(()),
+            };
+            if let Err(exit) = step {
+                return exit;
+            }
         }
     }
 
-    /// Handle one item from the socket, then those already buffered (up to a batch), so that
-    /// pipelined requests share one flush.
+    /// Handle one item from the socket, then those already buffered (up to a batch, while the
+    /// read gate stays open), so that pipelined requests share one flush.
     async fn on_messages(&mut self, first: Option<Result<Message, WsError>>) -> Result<(), Exit> {
         self.on_message(first).await?;
         for _ in 1..MAX_BATCH {
+            if self.machine.read_gate() != ReadGate::Open {
+                break;
+            }
             match self.ws.next().now_or_never() {
                 Some(msg) => self.on_message(msg).await?,
                 None => break,
@@ -216,24 +246,31 @@ where
             Some(Ok(m)) => m,
             Some(Err(e)) => return Err(map_ws_error(e)),
         };
-        self.last_seen = Instant::now();
+        let now = Instant::now();
+        self.machine.on_activity(now);
         if self.server.inner.config.echo_mode
             && matches!(msg, Message::Text(_) | Message::Binary(_))
         {
             // Conformance testing (`ServerBuilder::echo_mode`): the message goes back unchanged.
             Counters::inc(&self.server.inner.counters.messages_in);
-            self.dirty = true;
-            self.written += 1;
-            return self.feed(msg).await;
+            self.conn.outbox.push(msg);
+            return Ok(());
         }
-        match msg {
+        let step = match &msg {
             Message::Text(text) => {
-                Counters::inc(&self.server.inner.counters.messages_in);
-                self.on_frame(text.as_bytes(), Some(text.as_str())).await
+                std::future::poll_fn(|cx| {
+                    Poll::Ready(self.machine.on_frame(
+                        text.as_bytes(),
+                        Some(text.as_str()),
+                        now,
+                        cx,
+                    ))
+                })
+                .await
             }
             Message::Binary(bin) => {
-                Counters::inc(&self.server.inner.counters.messages_in);
-                self.on_frame(&bin, None).await
+                std::future::poll_fn(|cx| Poll::Ready(self.machine.on_frame(bin, None, now, cx)))
+                    .await
             }
             // tungstenite queued the pong; it goes out with the next flush.
             Message::Ping(_) => {
@@ -248,50 +285,38 @@ where
                     Some(f) => (CloseCode::new(u16::from(f.code)), f.reason.to_string()),
                     None => (CloseCode::NO_STATUS, String::new()),
                 };
-                Err(Exit::ClientClosed(code, reason))
+                return Err(Exit::ClientClosed(code, reason));
             }
-        }
+        };
+        step.map_err(Exit::Close)
     }
 
     /// Feed one message into the write buffer (written out at the latest by the next flush).
     ///
     /// Feeding writes the buffer out once it exceeds the write buffer size, so it can block on a
     /// full socket like a flush; a forced close request interrupts it the same way.
-    pub(crate) async fn feed(&mut self, msg: Message) -> Result<(), Exit> {
+    async fn feed(&mut self, msg: Message) -> Result<(), Exit> {
         let timeout = self.server.inner.config.write_timeout;
         let r = interruptible(&self.conn, timeout, self.ws.feed(msg)).await;
         self.write_outcome(r)
     }
 
-    /// Move queued frames (starting with `first`) into the write buffer, up to one batch.
-    pub(crate) async fn write_queued(&mut self, mut first: Option<Utf8Bytes>) -> Result<(), Exit> {
-        let mut n = 0;
-        while n < MAX_BATCH {
-            let frame = match first.take() {
-                Some(f) => f,
-                None => match self.rx.try_recv() {
-                    Ok(f) => f,
-                    Err(_) => break,
-                },
+    /// Move queued frames into the write buffer, up to one batch.
+    async fn write_queued(&mut self) -> Result<(), Exit> {
+        for _ in 0..MAX_BATCH {
+            if self.conn.outbox.is_empty() {
+                break;
+            }
+            let Some(msg) = self.conn.outbox.pop() else {
+                break;
             };
-            self.conn.dequeued(frame.len());
-            n += 1;
+            if matches!(msg, Message::Text(_) | Message::Binary(_)) {
+                self.written += 1;
+            }
             self.dirty = true;
-            self.written += 1;
-            self.feed(Message::Text(frame)).await?;
+            self.feed(msg).await?;
         }
         Ok(())
-    }
-
-    /// Send a reply produced by this task, after everything queued before it (so that what a
-    /// handler emitted arrives before its ack).
-    pub(crate) async fn reply(&mut self, frame: Utf8Bytes) -> Result<(), Exit> {
-        while !self.rx.is_empty() {
-            self.write_queued(None).await?;
-        }
-        self.dirty = true;
-        self.written += 1;
-        self.feed(Message::Text(frame)).await
     }
 
     /// Flush the write buffer, within the write timeout. A close request that does not ask for
@@ -328,6 +353,15 @@ where
         }
     }
 
+    /// How long each step of a close may take: a second, or what is left of the shutdown grace
+    /// period when the server is stopping (so that the disconnect hooks still run in time).
+    fn close_budget(&self) -> std::time::Duration {
+        match self.server.kill_at() {
+            Some(at) => CLOSE_HANDSHAKE_TIMEOUT.min(at.saturating_duration_since(Instant::now())),
+            None => CLOSE_HANDSHAKE_TIMEOUT,
+        }
+    }
+
     /// Close with a frame: drain what is queued if asked, send the close frame, and wait a little
     /// for the peer's answer.
     async fn close_by_server(&mut self, req: CloseRequest) -> Exit {
@@ -336,15 +370,17 @@ where
             mut reason,
             drain_until,
         } = req;
-        // What is already queued goes out before the close frame when asked (application close,
-        // graceful shutdown) and after a connect hook refused (its explanation, say).
-        let refused = matches!(code.as_u16(), 1011 | 4500);
+        // What is already queued goes out before the close frame: until the deadline asked for
+        // (application close, graceful shutdown), or for a moment when the protocol closes (the
+        // answers the client's last frames earned, the explanation of a refusal). Not when the
+        // client is the problem (heartbeat, slow consumer, write timeout) or the close is forced.
+        let forced = code == CloseCode::GOING_AWAY || matches!(code.as_u16(), 4000..=4002);
         let drain_until =
-            drain_until.or_else(|| refused.then(|| Instant::now() + CLOSE_HANDSHAKE_TIMEOUT));
+            drain_until.or_else(|| (!forced).then(|| Instant::now() + self.close_budget()));
         if let Some(deadline) = drain_until {
             let drained = tokio::time::timeout_at(deadline, async {
-                while !self.rx.is_empty() {
-                    self.write_queued(None).await?;
+                while !self.conn.outbox.is_empty() {
+                    self.write_queued().await?;
                     self.flush().await?;
                 }
                 Ok::<(), Exit>(())
@@ -364,13 +400,14 @@ where
             code: WsCloseCode::from(code.as_u16()),
             reason: Utf8Bytes::from(reason.clone()),
         };
-        let sent = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, self.ws.close(Some(frame))).await;
+        let budget = self.close_budget();
+        let sent = tokio::time::timeout(budget, self.ws.close(Some(frame))).await;
         if stream_failed {
             // The stream cannot be parsed any more. Closing now, with unread input, would make
             // the kernel send a reset that can destroy the close frame in flight: send FIN and
             // discard input for a moment instead (a lingering close).
             let io = self.ws.get_mut();
-            let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, async {
+            let _ = tokio::time::timeout(budget, async {
                 let _ = io.shutdown().await;
                 let mut sink = [0u8; 4096];
                 while matches!(io.read(&mut sink).await, Ok(n) if n > 0) {}
@@ -379,7 +416,7 @@ where
         }
         let wait_for_peer = !stream_failed && !peer_stuck;
         if matches!(sent, Ok(Ok(()))) && wait_for_peer {
-            let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, async {
+            let _ = tokio::time::timeout(budget, async {
                 while let Some(Ok(msg)) = self.ws.next().await {
                     if matches!(msg, Message::Close(_)) {
                         break;
@@ -389,48 +426,6 @@ where
             .await;
         }
         Exit::Closed(code, reason)
-    }
-
-    /// Clean up after the loop: leave everything, fail acks, run disconnect hooks once.
-    async fn finish(self, exit: Exit) {
-        let Conn {
-            server,
-            conn,
-            ws,
-            rx,
-            running,
-            queue,
-            ..
-        } = self;
-        drop(ws);
-        drop(rx);
-        drop(queue);
-        let reason = match exit {
-            Exit::Transport => DisconnectReason::TransportClosed,
-            Exit::ClientClosed(code, reason) => DisconnectReason::ClientClosed { code, reason },
-            Exit::Close(req) => DisconnectReason::ServerClosed {
-                code: req.code,
-                reason: req.reason,
-            },
-            Exit::Closed(code, reason) => DisconnectReason::ServerClosed { code, reason },
-        };
-        server.inner.counters.record_close(reason.close_code());
-        tracing::debug!(%reason, "disconnected");
-        // A handler still running is cancelled (dropped at its current `.await`), as axum drops
-        // a handler whose client went away: its answer has nowhere to go, and a handler that
-        // never finishes must not outlive its connection. Work that must complete belongs in a
-        // spawned task.
-        drop(running);
-        let memberships = conn.mark_closed();
-        server.unregister_connection(conn.id);
-        for m in memberships {
-            leave_hooks(&server, &conn, m, reason.clone()).await;
-        }
-        if let Some(hook) = server.inner.on_disconnect.clone() {
-            let socket = Socket::new(server.clone(), conn.clone(), Arc::from("/"));
-            run_hook(&server, hook(socket, reason)).await;
-        }
-        server.release_slot();
     }
 }
 
@@ -472,52 +467,6 @@ where
         conn.close_notify.notify_one();
     }
     r
-}
-
-/// Poll the running request to completion, catching panics.
-async fn poll_running(running: &mut Option<Running>) -> Result<crate::handler::Reply, String> {
-    match running {
-        Some(r) => CatchUnwind::new(&mut r.fut).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Run a hook future, containing a panic.
-pub(crate) async fn run_hook(server: &Server, fut: crate::sync::BoxFuture<()>) {
-    if let Err(msg) = CatchUnwind::new(fut).await {
-        Counters::inc(&server.inner.counters.handler_panics);
-        tracing::error!(panic = %msg, "a disconnect hook panicked");
-    }
-}
-
-/// After a namespace membership ended: its disconnect hook, and removal of an empty dynamic
-/// namespace.
-pub(crate) async fn leave_hooks(
-    server: &Server,
-    conn: &Arc<ConnShared>,
-    m: Membership,
-    reason: DisconnectReason,
-) {
-    if let Some(hook) = m.ns.on_disconnect.clone() {
-        let socket = Socket::new(server.clone(), conn.clone(), m.ns.name.clone());
-        run_hook(server, hook(socket, reason)).await;
-    }
-    server.release_namespace(&m.ns);
-}
-
-/// [`leave_hooks`] from synchronous code: the hook runs in a new task.
-pub(crate) fn after_leave(
-    server: &Server,
-    conn: &Arc<ConnShared>,
-    m: Membership,
-    reason: DisconnectReason,
-) {
-    if m.ns.on_disconnect.is_none() {
-        server.release_namespace(&m.ns);
-        return;
-    }
-    let (server, conn) = (server.clone(), conn.clone());
-    tokio::spawn(async move { leave_hooks(&server, &conn, m, reason).await });
 }
 
 /// Map a read error to how the connection ends (tungstenite sends no close frame itself).

@@ -8,12 +8,21 @@ use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
 use super::{HandlerError, IntoAck};
-use crate::Socket;
 use crate::sync::BoxFuture;
+use crate::{Socket, SocketId};
 
 /// What a handler produced: the ack `data` (if any), or the error answer.
 #[doc(hidden)]
 pub type Reply = Result<Option<Box<RawValue>>, HandlerError>;
+
+/// `reply`, after logging its error if it is internal (with the id of the connection it
+/// answers): where a server handler's result becomes its answer.
+pub(crate) fn logged(conn: &SocketId, reply: Reply) -> Reply {
+    if let Err(e) = &reply {
+        e.log_internal(conn);
+    }
+    reply
+}
 
 /// The dispatcher's view of one event handler (used by `#[ws_event]`; not public API).
 #[doc(hidden)]
@@ -82,8 +91,9 @@ where
     fn call(&self, socket: Socket, data: Option<&RawValue>) -> BoxFuture<Reply> {
         match decode_payload::<T>(data) {
             Ok(payload) => {
+                let conn = *socket.id();
                 let fut = (self.f)(socket, payload);
-                Box::pin(async move { fut.await.into_ack() })
+                Box::pin(async move { logged(&conn, fut.await.into_ack()) })
             }
             Err(e) => Box::pin(std::future::ready(Err(e))),
         }

@@ -5,6 +5,7 @@ mod ack;
 mod erased;
 
 pub(crate) use ack::ack_value;
-pub use ack::{HandlerError, IntoAck, IntoErrorBody, Json};
+pub use ack::{HandlerError, IntoAck, IntoErrorBody, Json, Public};
 pub use erased::Handler;
+pub(crate) use erased::logged;
 pub use erased::{ErasedHandler, Reply, TypedHandler, decode_payload};

@@ -30,11 +30,11 @@ impl CloseCode {
     pub const ABNORMAL: CloseCode = CloseCode(1006);
     /// 1007: a text frame was not valid UTF-8.
     pub const INVALID_PAYLOAD: CloseCode = CloseCode(1007);
-    /// 1008: policy violation: too many invalid messages, or the rate limit was exceeded persistently.
+    /// 1008: policy violation: too many invalid messages (refusals for rate never count).
     pub const POLICY_VIOLATION: CloseCode = CloseCode(1008);
     /// 1009: a message was larger than the configured maximum message size.
     pub const MESSAGE_TOO_BIG: CloseCode = CloseCode(1009);
-    /// 1011: an internal error (a connect hook panicked).
+    /// 1011: an internal error (a connect hook panicked or overran its deadline).
     pub const INTERNAL_ERROR: CloseCode = CloseCode(1011);
     /// 1013: the server is overloaded; try again later.
     pub const TRY_AGAIN_LATER: CloseCode = CloseCode(1013);

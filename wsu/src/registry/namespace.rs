@@ -61,7 +61,7 @@ pub(crate) struct Namespace {
     pub(crate) name: Arc<str>,
     /// Declared on the builder (never removed) rather than allowed on demand.
     pub(crate) declared: bool,
-    pub(crate) handlers: HashMap<Box<str>, HandlerEntry>,
+    pub(crate) handlers: super::HandlerMap,
     pub(crate) on_connect: Option<ConnectHook>,
     pub(crate) on_disconnect: Option<DisconnectHook>,
     members: Mutex<Members>,
@@ -86,7 +86,7 @@ impl Namespace {
     pub(crate) fn new(
         name: Arc<str>,
         declared: bool,
-        handlers: HashMap<Box<str>, HandlerEntry>,
+        handlers: super::HandlerMap,
         on_connect: Option<ConnectHook>,
         on_disconnect: Option<DisconnectHook>,
     ) -> Self {

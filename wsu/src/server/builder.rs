@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{Notify, watch};
 
 use super::{Asset, Inner, NamespaceFilter, Server};
-use crate::config::{Config, RateLimit, SlowConsumerPolicy};
+use crate::config::{Config, RateLimit, RateLimitPolicy, SlowConsumerPolicy};
 use crate::handler::{ErasedHandler, IntoAck, TypedHandler};
 use crate::hooks::{self, ConnectHook, ConnectOutcome, DisconnectHook, DisconnectReason};
 use crate::id::IdGenerator;
@@ -384,8 +384,11 @@ impl ServerBuilder {
         self
     }
 
-    /// Run exactly once per connection when it ends, with the reason (the close half of the
-    /// seed's `WithHooks`).
+    /// Run once per connection when it ends, with the reason (the close half of the seed's
+    /// `WithHooks`), within the [hook deadline](ServerBuilder::hook_timeout); a panic in it is
+    /// contained and counted. The one exception: connections still open at the very end of the
+    /// [shutdown grace period](ServerBuilder::shutdown_timeout) are dropped, and a disconnect hook
+    /// running then is cancelled (one not yet started does not run).
     pub fn on_disconnect<F, Fut>(mut self, hook: F) -> Self
     where
         F: Fn(Socket, DisconnectReason) -> Fut + Send + Sync + 'static,
@@ -525,15 +528,58 @@ impl ServerBuilder {
         self
     }
 
-    /// Limit client requests per connection (token bucket). Default: unlimited.
+    /// Limit client requests per connection (token bucket: `per_second` sustained, `burst` at
+    /// once). Default: unlimited. Requests over the limit are delayed by backpressure (the
+    /// connection stops reading until a token is due); see [`rate_limit_policy`] to refuse them
+    /// instead.
+    ///
+    /// [`rate_limit_policy`]: ServerBuilder::rate_limit_policy
     pub fn rate_limit(mut self, per_second: f64, burst: f64) -> Self {
-        self.config.rate_limit = Some(RateLimit { per_second, burst });
+        let policy = self.config.rate_limit.map(|r| r.policy).unwrap_or_default();
+        self.config.rate_limit = Some(RateLimit {
+            per_second,
+            burst,
+            policy,
+        });
         self
     }
 
-    /// How long [`Server::shutdown`] lets queued messages drain. Default 10 s.
+    /// What happens to requests over the [`rate_limit`](ServerBuilder::rate_limit): delayed
+    /// ([`RateLimitPolicy::Backpressure`], the default) or answered with `rate limit exceeded`
+    /// ([`RateLimitPolicy::Reject`]). Has no effect without a rate limit.
+    ///
+    /// ```
+    /// use wsu::{RateLimitPolicy, Server};
+    /// let server = Server::builder()
+    ///     .rate_limit(20.0, 40.0)
+    ///     .rate_limit_policy(RateLimitPolicy::Reject)
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(server.config().rate_limit.unwrap().policy, RateLimitPolicy::Reject);
+    /// ```
+    pub fn rate_limit_policy(mut self, policy: RateLimitPolicy) -> Self {
+        if let Some(r) = &mut self.config.rate_limit {
+            r.policy = policy;
+        }
+        self
+    }
+
+    /// The grace period of [`Server::shutdown`]: queued messages drain for most of it, then
+    /// connections are closed, and what is still running when it ends (a hung hook, say) is
+    /// cancelled. `shutdown` returns within this time. Default 10 s.
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.config.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Deadline of hook runs: the connect phase of a connection (the server's and `/`'s connect
+    /// hooks together, then the join of `/`), a namespace's connect hook for one join, and each
+    /// disconnect hook. A run past it is cancelled and counted in
+    /// [`Stats::hook_timeouts`](crate::Stats::hook_timeouts); a connection whose connect phase
+    /// overran is closed with 1011, a join whose hook overran is answered `internal error`.
+    /// Default 10 s.
+    pub fn hook_timeout(mut self, timeout: Duration) -> Self {
+        self.config.hook_timeout = timeout;
         self
     }
 
@@ -655,7 +701,7 @@ impl ServerBuilder {
         for nsb in self.namespaces {
             names::validate_namespace(&nsb.name)
                 .map_err(|e| BuildError::name("namespace", &nsb.name, e))?;
-            let mut handlers: HashMap<Box<str>, HandlerEntry> = HashMap::new();
+            let mut handlers = crate::registry::HandlerMap::default();
             for (event, entry) in nsb.handlers {
                 names::validate_event(&event).map_err(|e| BuildError::name("event", &event, e))?;
                 if let Some(first) = handlers.get(event.as_str()) {
@@ -682,6 +728,7 @@ impl ServerBuilder {
         }
 
         let (shutdown, _) = watch::channel(false);
+        let (kill, _) = watch::channel(false);
         Ok(Server {
             inner: Arc::new(Inner {
                 config: self.config,
@@ -695,6 +742,8 @@ impl ServerBuilder {
                 state: self.state,
                 assets: self.assets,
                 shutdown,
+                kill,
+                kill_at: std::sync::OnceLock::new(),
                 all_closed: Notify::new(),
             }),
         })

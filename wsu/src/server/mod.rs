@@ -3,6 +3,7 @@
 mod broadcast;
 mod builder;
 mod serve;
+mod slot;
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
@@ -13,6 +14,7 @@ use tokio::sync::{Notify, watch};
 pub(crate) use broadcast::encode_event as broadcast_encode_event;
 pub use broadcast::{Broadcast, Delivery};
 pub use builder::{NamespaceBuilder, ServerBuilder};
+pub(crate) use slot::Slot;
 
 use crate::config::Config;
 use crate::conn::{ConnShared, JoinError};
@@ -44,6 +46,11 @@ pub(crate) struct Inner {
     state: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
     pub(crate) assets: HashMap<String, Asset>,
     shutdown: watch::Sender<bool>,
+    /// Set at the end of the shutdown grace period: every connection task still running is
+    /// dropped where it is (its cleanup guard runs).
+    kill: watch::Sender<bool>,
+    /// When `kill` will be set (from the first call of `shutdown`).
+    kill_at: std::sync::OnceLock<tokio::time::Instant>,
     all_closed: Notify,
 }
 
@@ -212,22 +219,70 @@ impl Server {
         *self.inner.shutdown.borrow()
     }
 
-    /// Gracefully stop: stop accepting, send every client what is already queued (until the
-    /// configured shutdown timeout), close each connection with 1001, run every disconnect hook
-    /// once, then return. [`serve`](Server::serve) returns after this completes. Calling it again
-    /// waits for the same shutdown.
+    /// Gracefully stop, within the [shutdown timeout](crate::ServerBuilder::shutdown_timeout)
+    /// in every case: stop accepting, send every client what is already queued, close each
+    /// connection with 1001 and run its disconnect hooks once, then return.
+    /// [`serve`](Server::serve) returns after this completes. Calling it again waits for the
+    /// same shutdown.
+    ///
+    /// The grace period `T` is spent in three phases: connections drain their queues and close
+    /// (until `T` minus a quarter of `T`, at most 2 s less); then whatever is still open is closed
+    /// without draining; at `T` minus a tenth of `T` (at most 250 ms less) every connection task
+    /// still running, stuck in a hook or a write, is dropped, its guard cleaning up (rooms,
+    /// registry, gauges, pending acks) without waiting for its hooks.
     pub async fn shutdown(&self) {
-        let deadline = tokio::time::Instant::now() + self.inner.config.shutdown_timeout;
+        let grace = self.inner.config.shutdown_timeout;
+        let start = tokio::time::Instant::now();
+        let deadline = start + grace;
+        let kill_at = *self
+            .inner
+            .kill_at
+            .get_or_init(|| deadline - (grace / 10).min(std::time::Duration::from_millis(250)));
+        let force_at = deadline - (grace / 4).min(std::time::Duration::from_secs(2));
         self.inner.shutdown.send_replace(true);
-        self.close_all(Some(deadline));
+        self.close_all(Some(force_at));
+        if tokio::time::timeout_at(force_at, self.wait_closed())
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        // Drain deadline passed: close what is left without draining.
+        self.close_all(None);
+        if tokio::time::timeout_at(kill_at, self.wait_closed())
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        self.inner.kill.send_replace(true);
         if tokio::time::timeout_at(deadline, self.wait_closed())
             .await
             .is_err()
         {
-            // Drain deadline passed: close what is left without draining.
-            self.close_all(None);
-            self.wait_closed().await;
+            tracing::warn!(
+                open = self
+                    .inner
+                    .counters
+                    .connections
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                "shutdown: connections still open at the end of the grace period"
+            );
         }
+    }
+
+    /// When connection tasks still running will be dropped, once `shutdown` was called.
+    pub(crate) fn kill_at(&self) -> Option<tokio::time::Instant> {
+        self.inner.kill_at.get().copied()
+    }
+
+    /// Whether the shutdown grace period is over (connection tasks are being dropped).
+    pub(crate) fn is_killed(&self) -> bool {
+        *self.inner.kill.borrow()
+    }
+
+    pub(crate) fn kill_signal(&self) -> watch::Receiver<bool> {
+        self.inner.kill.subscribe()
     }
 
     /// Ask every open connection to close with 1001.
@@ -273,7 +328,7 @@ impl Server {
                 Arc::new(Namespace::new(
                     Arc::from(name),
                     false,
-                    HashMap::new(),
+                    crate::registry::HandlerMap::default(),
                     None,
                     None,
                 ))
@@ -339,26 +394,28 @@ impl Server {
         self.inner.ids.next()
     }
 
-    /// Reserve a connection slot; false when at capacity or shutting down.
-    pub(crate) fn reserve_slot(&self) -> bool {
+    /// Reserve a connection slot; none when at capacity or shutting down. The slot is released
+    /// when dropped.
+    pub(crate) fn reserve_slot(&self) -> Option<Slot> {
         use std::sync::atomic::Ordering;
         if self.is_shutting_down() {
-            return false;
+            return None;
         }
         let prev = self
             .inner
             .counters
             .connections
             .fetch_add(1, Ordering::AcqRel);
+        let slot = Slot::new(self.clone());
         if let Some(max) = self.inner.config.max_connections {
             if prev >= max {
-                self.release_slot();
-                return false;
+                return None;
             }
         }
-        true
+        Some(slot)
     }
 
+    /// Give a slot back (only [`Slot`]'s `Drop` calls this).
     pub(crate) fn release_slot(&self) {
         use std::sync::atomic::Ordering;
         if self

@@ -10,7 +10,7 @@ use tokio_tungstenite::tungstenite::http::request::Parts;
 use tokio_tungstenite::tungstenite::http::{Method, StatusCode};
 use tokio_tungstenite::tungstenite::protocol::Role;
 
-use super::Server;
+use super::{Server, Slot};
 use crate::conn::run_connection;
 use crate::http::handshake::{
     HeadError, HeadLimits, Rejection, asset_response, error_response, is_upgrade_request,
@@ -87,9 +87,10 @@ impl Server {
     /// Origin policy (403 "origin not allowed"), then a connection slot (503 "server at
     /// capacity", also while shutting down).
     ///
-    /// On success a slot is reserved (the caller hands it to `run_connection`, or releases it
-    /// with [`release_slot`](Server::release_slot) if the upgrade fails) and the
-    /// `Sec-WebSocket-Accept` value is returned.
+    /// On success the `Sec-WebSocket-Accept` value is returned with a reserved connection
+    /// [`Slot`]: the caller hands it to `run_connection`, and dropping it (a failed upgrade)
+    /// releases it. This is the one admission path of `serve`, `serve_connection` and the axum
+    /// mount.
     ///
     /// [`serve`]: Server::serve
     /// [`serve_connection`]: Server::serve_connection
@@ -97,7 +98,7 @@ impl Server {
         &self,
         parts: &Parts,
         addr: Option<SocketAddr>,
-    ) -> Result<String, Rejection> {
+    ) -> Result<(String, Slot), Rejection> {
         let accept = validate_upgrade(parts)?;
         if !self.inner.config.origins.allows_request(parts) {
             tracing::debug!(?addr, "origin refused");
@@ -106,7 +107,7 @@ impl Server {
                 reason: "origin not allowed",
             });
         }
-        if !self.reserve_slot() {
+        let Some(slot) = self.reserve_slot() else {
             let reason = if self.is_shutting_down() {
                 "server shutting down"
             } else {
@@ -116,8 +117,8 @@ impl Server {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 reason,
             });
-        }
-        Ok(accept)
+        };
+        Ok((accept, slot))
     }
 
     async fn handle_tcp(self, tcp: TcpStream, addr: SocketAddr) {
@@ -146,10 +147,10 @@ impl Server {
     {
         // The upgrade is a future of its own: inline, its state (request head, parsed parts,
         // response) would stay, moved-from, in the task of every open connection (0.7 KiB).
-        let Some((ws, parts)) = self.upgrade(tcp, addr).await else {
+        let Some((ws, parts, slot)) = self.upgrade(tcp, addr).await else {
             return;
         };
-        run_connection(self.clone(), ws, parts, addr).await;
+        run_connection(self.clone(), ws, parts, addr, slot).await;
     }
 
     /// Read and answer the HTTP request: the WebSocket and its request when upgraded.
@@ -157,7 +158,7 @@ impl Server {
         &self,
         mut tcp: S,
         addr: Option<SocketAddr>,
-    ) -> Option<(WebSocketStream<S>, Parts)>
+    ) -> Option<(WebSocketStream<S>, Parts, Slot)>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -222,8 +223,8 @@ impl Server {
             .await;
             return None;
         }
-        let accept = match self.admit_upgrade(&parts, addr) {
-            Ok(key) => key,
+        let (accept, slot) = match self.admit_upgrade(&parts, addr) {
+            Ok(admitted) => admitted,
             Err(rej) => {
                 self.respond(&mut tcp, &error_response(rej.status, rej.reason))
                     .await;
@@ -236,8 +237,7 @@ impl Server {
         )
         .await;
         if !matches!(written, Ok(Ok(()))) {
-            self.release_slot();
-            return None;
+            return None; // the slot is released with `slot`
         }
         let ws = WebSocketStream::from_partially_read(
             tcp,
@@ -246,6 +246,6 @@ impl Server {
             Some(cfg.websocket()),
         )
         .await;
-        Some((ws, parts))
+        Some((ws, parts, slot))
     }
 }
