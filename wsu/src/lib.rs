@@ -108,6 +108,7 @@ pub use wsu_macros::ws_event;
 pub mod axum;
 #[cfg(feature = "client")]
 pub mod client;
+pub mod cluster;
 
 /// Re-exports of the HTTP types used in the API ([`Socket::request`]).
 pub mod http_types {

@@ -156,6 +156,8 @@ pub struct ServerBuilder {
     errors: Vec<BuildError>,
     collect_registered: bool,
     explicit: Vec<(TypeId, &'static str)>,
+    engine: Option<Arc<dyn crate::cluster::Engine>>,
+    cluster: crate::cluster::ClusterConfig,
 }
 
 impl Default for ServerBuilder {
@@ -178,6 +180,8 @@ impl ServerBuilder {
             errors: Vec::new(),
             collect_registered: true,
             explicit: Vec::new(),
+            engine: None,
+            cluster: crate::cluster::ClusterConfig::default(),
         }
     }
 
@@ -589,6 +593,29 @@ impl ServerBuilder {
     #[doc(hidden)]
     pub fn echo_mode(mut self, on: bool) -> Self {
         self.config.echo_mode = on;
+        self
+    }
+
+    /// Join a cluster through `engine`: broadcasts reach every node's connections, and
+    /// [`Server::cluster`] queries and acts on all of them. Build inside a tokio runtime (the
+    /// node's tasks start there). Without an engine the server is a single node.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let broker = wsu::cluster::MemoryBroker::new();
+    /// let server = wsu::Server::builder().engine(broker.engine()).build().unwrap();
+    /// assert!(server.cluster().is_some());
+    /// # }
+    /// ```
+    pub fn engine(mut self, engine: impl crate::cluster::Engine) -> Self {
+        self.engine = Some(Arc::new(engine));
+        self
+    }
+
+    /// Cluster settings (topic prefix, heartbeat, timeouts); see [`ClusterConfig`](crate::cluster::ClusterConfig).
+    /// Only used with an [`engine`](Self::engine).
+    pub fn cluster(mut self, config: crate::cluster::ClusterConfig) -> Self {
+        self.cluster = config;
         self
     }
 

@@ -1,0 +1,1 @@
+//! NATS engine for wsu clusters (work in progress).

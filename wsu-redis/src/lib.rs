@@ -1,0 +1,1 @@
+//! Redis engine for wsu clusters (work in progress).
