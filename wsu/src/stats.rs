@@ -53,6 +53,25 @@ pub struct Stats {
     pub backpressure_pauses: u64,
     /// Counter: closed connections by close code (1006 when the peer dropped without a close frame).
     pub closes: BTreeMap<u16, u64>,
+    /// Nodes in the cluster, this one included, as this node sees them (0 without an engine).
+    pub cluster_nodes: usize,
+    /// Whether the engine is connected to its broker (false without an engine).
+    pub cluster_connected: bool,
+    /// Messages (broadcasts, requests, answers, heartbeats) the broker accepted from this node.
+    pub cluster_published: u64,
+    /// Messages the engine could not publish (broker away, queue full, too large): broadcasts
+    /// among them did not reach other nodes.
+    pub cluster_publish_failed: u64,
+    /// Messages received from other nodes.
+    pub cluster_received: u64,
+    /// Messages from other nodes dropped because this node's inbound queue was full.
+    pub cluster_dropped: u64,
+    /// Messages from other nodes that did not decode (or of another format version).
+    pub cluster_invalid: u64,
+    /// Times the engine lost its broker.
+    pub cluster_outages: u64,
+    /// Cluster queries in which some node did not answer in time.
+    pub cluster_request_timeouts: u64,
 }
 
 #[derive(Debug, Default)]
@@ -105,6 +124,7 @@ impl Counters {
             rate_limited: self.rate_limited.load(Relaxed),
             backpressure_pauses: self.backpressure_pauses.load(Relaxed),
             closes: lock(&self.closes).clone(),
+            ..Stats::default()
         }
     }
 }

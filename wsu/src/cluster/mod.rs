@@ -12,9 +12,15 @@
 
 mod config;
 mod engine;
+mod handle;
+pub(crate) mod local;
 mod memory;
+pub(crate) mod node;
+pub(crate) mod wire;
 
 pub use config::ClusterConfig;
+pub use handle::{AckReport, Cluster, ClusterError, SocketInfo};
+pub(crate) use handle::ask;
 
 pub use engine::{Engine, EngineError, EngineFuture, EngineReceiver, EngineSink, SinkEvent};
 pub use memory::{MemoryBroker, MemoryEngine};

@@ -1,37 +1,72 @@
-//! Broadcast operators: to a namespace, to rooms, except connections.
+//! Broadcast operators: to a namespace, to rooms, except connections or rooms; on one node or,
+//! with an engine, on every node of the cluster.
 
+use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::Server;
+use crate::cluster::node::{Handed, Node};
+use crate::cluster::wire::{Filter, Op, Res};
+use crate::cluster::{AckReport, ClusterError, SocketInfo};
+use crate::conn::ConnShared;
 use crate::protocol::envelope::Outgoing;
 use crate::protocol::{MessageType, names};
 use crate::registry::Targets;
-use crate::{SendError, SocketId};
+use crate::{AckError, SendError, Socket, SocketId};
+
+/// What became of a broadcast's copy for the other nodes of a cluster.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Published {
+    /// No cluster (no engine), or a [`local`](Broadcast::local) broadcast.
+    #[default]
+    NotClustered,
+    /// Handed to the engine, outcome not known yet (counted in
+    /// [`Stats::cluster_published`](crate::Stats::cluster_published) or
+    /// [`Stats::cluster_publish_failed`](crate::Stats::cluster_publish_failed) when it is).
+    Queued,
+    /// Accepted by the broker.
+    Confirmed,
+    /// Not published (the broker is away, the engine's queue is full, the message is too large
+    /// for the engine): other nodes' connections do not get it. Logged and counted in
+    /// [`Stats::cluster_publish_failed`](crate::Stats::cluster_publish_failed).
+    Failed,
+}
 
 /// The outcome of a broadcast.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Delivery {
-    /// Recipients the message was queued for.
+    /// Local recipients the message was queued for.
     pub queued: usize,
-    /// Recipients whose outbound queue was full (counted in
+    /// Local recipients whose outbound queue was full (counted in
     /// [`Stats::messages_dropped`](crate::Stats::messages_dropped); see
     /// [`SlowConsumerPolicy`](crate::SlowConsumerPolicy)).
     pub dropped: usize,
+    /// The copy for the other nodes (see [`Published`]).
+    pub published: Published,
 }
 
-/// A broadcast being addressed: a namespace, optionally some rooms, minus some connections.
+/// A broadcast being addressed: a namespace, optionally some rooms, minus some connections or
+/// rooms.
 ///
 /// Made by [`Server::of`], [`Server::to`], [`Server::except`], [`Socket::broadcast`](crate::Socket::broadcast)
-/// and [`Socket::to`](crate::Socket::to); sent by [`emit`](Broadcast::emit).
+/// and [`Socket::to`](crate::Socket::to); sent by [`emit`](Broadcast::emit). With an
+/// [engine](crate::ServerBuilder::engine), everything here addresses the connections of every
+/// node: [`emit`](Broadcast::emit) publishes one copy for the other nodes without waiting,
+/// and the `async` methods ask every node.
 ///
 /// ```
 /// # fn demo(server: wsu::Server, me: wsu::SocketId) -> Result<(), wsu::SendError> {
-/// // Everyone in rooms "a" or "b" of namespace "/game" (each member once), except `me`.
-/// server.of("/game").to("a").to("b").except(me).emit("tick", &42)?;
+/// // Everyone in rooms "a" or "b" of namespace "/game" (each member once), except `me` and
+/// // the members of room "muted".
+/// server.of("/game").to("a").to("b").except(me).except_room("muted").emit("tick", &42)?;
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone)]
@@ -41,6 +76,9 @@ pub struct Broadcast {
     namespace: String,
     rooms: Vec<Arc<str>>,
     except: Vec<SocketId>,
+    except_rooms: Vec<Arc<str>>,
+    only: Vec<SocketId>,
+    local: bool,
 }
 
 impl Broadcast {
@@ -51,6 +89,9 @@ impl Broadcast {
             namespace: namespace.to_owned(),
             rooms: Vec::new(),
             except: Vec::new(),
+            except_rooms: Vec::new(),
+            only: Vec::new(),
+            local: false,
         }
     }
 
@@ -69,11 +110,52 @@ impl Broadcast {
         self
     }
 
-    /// Serialize the event once and queue it to every addressed connection, without waiting.
+    /// Leave the members of this room out.
+    pub fn except_room(mut self, room: &str) -> Self {
+        if !self.except_rooms.iter().any(|r| &**r == room) {
+            self.except_rooms.push(Arc::from(room));
+        }
+        self
+    }
+
+    /// Restrict to this connection (several calls: to these connections), wherever it is in
+    /// the cluster; combined with the other filters.
+    pub fn socket(mut self, id: SocketId) -> Self {
+        self.only.push(id);
+        self
+    }
+
+    /// Only this node's connections, even in a cluster.
+    pub fn local(mut self) -> Self {
+        self.local = true;
+        self
+    }
+
+    fn node(&self) -> Option<&Arc<Node>> {
+        if self.local {
+            None
+        } else {
+            self.server.inner.cluster.as_ref()
+        }
+    }
+
+    fn filter(&self) -> Filter {
+        Filter {
+            ns: self.namespace.clone(),
+            rooms: self.rooms.iter().map(|r| r.to_string()).collect(),
+            except: self.except.iter().map(|id| id.to_string()).collect(),
+            except_rooms: self.except_rooms.iter().map(|r| r.to_string()).collect(),
+            only: self.only.iter().map(|id| id.to_string()).collect(),
+        }
+    }
+
+    /// Serialize the event once and queue it to every addressed connection, without waiting;
+    /// in a cluster, also hand one copy to the engine for the other nodes, without waiting.
     ///
-    /// A recipient whose queue is full does not receive it (see
-    /// [`SlowConsumerPolicy`](crate::SlowConsumerPolicy)); the count is in the returned
-    /// [`Delivery`].
+    /// A local recipient whose queue is full does not receive it (see
+    /// [`SlowConsumerPolicy`](crate::SlowConsumerPolicy)); the counts, and what became of the
+    /// copy for the other nodes, are in the returned [`Delivery`]. To wait for the broker's
+    /// verdict, use [`emit_confirmed`](Self::emit_confirmed).
     ///
     /// # Errors
     /// [`SendError::InvalidName`] for an invalid event name, [`SendError::Encode`] if `data`
@@ -85,9 +167,83 @@ impl Broadcast {
         data: &T,
     ) -> Result<Delivery, SendError> {
         let frame = encode_event(&self.namespace, event, data, None)?;
-        Ok(self.send_frame(frame))
+        let mut delivery = self.send_frame(frame.clone());
+        if let Some(node) = self.node() {
+            delivery.published = match node.publish_broadcast(self.filter(), frame.as_bytes()) {
+                Handed::Pending => Published::Queued,
+                Handed::Confirmed => Published::Confirmed,
+                Handed::Failed => Published::Failed,
+            };
+        }
+        Ok(delivery)
     }
 
+    /// [`emit`](Self::emit), then wait until the engine has published the copy for the other
+    /// nodes (or failed to): [`Delivery::published`] is then `Confirmed` or `Failed`.
+    ///
+    /// # Errors
+    /// As [`emit`](Self::emit).
+    pub async fn emit_confirmed<T: Serialize + ?Sized>(
+        &self,
+        event: &str,
+        data: &T,
+    ) -> Result<Delivery, SendError> {
+        let frame = encode_event(&self.namespace, event, data, None)?;
+        let mut delivery = self.send_frame(frame.clone());
+        if let Some(node) = self.node() {
+            delivery.published = match node
+                .publish_broadcast_confirmed(self.filter(), frame.as_bytes())
+                .await
+            {
+                Ok(()) => Published::Confirmed,
+                Err(_) => Published::Failed,
+            };
+        }
+        Ok(delivery)
+    }
+
+    /// The local connections addressed.
+    fn local_targets(&self) -> Vec<Arc<ConnShared>> {
+        let Some(ns) = self.server.lookup_namespace(&self.namespace) else {
+            return Vec::new();
+        };
+        let targets = if self.rooms.is_empty() {
+            Targets::All
+        } else {
+            Targets::Rooms(&self.rooms)
+        };
+        let excluded = self.excluded_by_rooms(&ns);
+        ns.recipients(targets)
+            .as_slice()
+            .iter()
+            .filter(|c| self.admits(c.id, &excluded))
+            .cloned()
+            .collect()
+    }
+
+    fn excluded_by_rooms(&self, ns: &crate::registry::Namespace) -> HashSet<SocketId> {
+        self.except_rooms
+            .iter()
+            .flat_map(|r| ns.room_members(r))
+            .collect()
+    }
+
+    fn admits(&self, id: SocketId, excluded: &HashSet<SocketId>) -> bool {
+        !self.except.contains(&id)
+            && !excluded.contains(&id)
+            && (self.only.is_empty() || self.only.contains(&id))
+    }
+
+    /// Handles on the local connections addressed, scoped to the namespace.
+    pub(crate) fn local_sockets(&self) -> Vec<Socket> {
+        let ns: Arc<str> = Arc::from(self.namespace.as_str());
+        self.local_targets()
+            .into_iter()
+            .map(|c| Socket::new(self.server.clone(), c, ns.clone()))
+            .collect()
+    }
+
+    /// Queue a frame to the local connections addressed.
     pub(crate) fn send_frame(&self, frame: Utf8Bytes) -> Delivery {
         let mut delivery = Delivery::default();
         let Some(ns) = self.server.lookup_namespace(&self.namespace) else {
@@ -98,10 +254,20 @@ impl Broadcast {
         } else {
             Targets::Rooms(&self.rooms)
         };
+        let excluded = if self.except_rooms.is_empty() {
+            HashSet::new()
+        } else {
+            self.excluded_by_rooms(&ns)
+        };
         let recipients = ns.recipients(targets);
         let inner = &self.server.inner;
+        let plain = self.only.is_empty() && excluded.is_empty();
         for conn in recipients.as_slice() {
-            if self.except.contains(&conn.id) {
+            if if plain {
+                self.except.contains(&conn.id)
+            } else {
+                !self.admits(conn.id, &excluded)
+            } {
                 continue;
             }
             match conn.send(frame.clone(), &inner.config, &inner.counters) {
@@ -111,6 +277,211 @@ impl Broadcast {
             }
         }
         delivery
+    }
+
+    /// Run `op` here and on every other node; the local answer comes first.
+    async fn everywhere(&self, op: Op) -> Result<Vec<(String, Res)>, ClusterError> {
+        let filter = self.filter();
+        let local = crate::cluster::local::answer(&self.server, &filter, &op);
+        let here = self
+            .server
+            .inner
+            .cluster
+            .as_ref()
+            .map(|n| n.id.clone())
+            .unwrap_or_default();
+        let mut all = vec![(here, local)];
+        all.extend(crate::cluster::ask(&self.server, self.node(), filter, op).await?);
+        Ok(all)
+    }
+
+    /// The addressed connections, on every node, with their rooms in this namespace (sorted by
+    /// id).
+    ///
+    /// ```
+    /// # async fn demo(server: wsu::Server) -> Result<(), wsu::cluster::ClusterError> {
+    /// for s in server.to("lobby").fetch_sockets().await? {
+    ///     println!("{} on node {} in {:?}", s.id, s.node, s.rooms);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`ClusterError::Timeout`] when a live node does not answer within the request timeout,
+    /// [`ClusterError::Engine`] when the request cannot be sent. Never fails without an engine.
+    pub async fn fetch_sockets(&self) -> Result<Vec<SocketInfo>, ClusterError> {
+        let mut out = Vec::new();
+        for (node, res) in self.everywhere(Op::Sockets).await? {
+            if let Res::Sockets { sockets } = res {
+                out.extend(sockets.into_iter().filter_map(|s| {
+                    Some(SocketInfo {
+                        id: SocketId::parse(&s.id)?,
+                        node: node.clone(),
+                        rooms: s.rooms,
+                    })
+                }));
+            }
+        }
+        out.sort_by_key(|s| s.id);
+        Ok(out)
+    }
+
+    fn count(all: Vec<(String, Res)>) -> usize {
+        all.into_iter()
+            .map(|(_, r)| match r {
+                Res::Count { n } => n,
+                _ => 0,
+            })
+            .sum()
+    }
+
+    /// Put the addressed connections, on every node, in `room` (of this namespace). Returns
+    /// how many joined.
+    ///
+    /// # Errors
+    /// As [`fetch_sockets`](Self::fetch_sockets).
+    pub async fn sockets_join(&self, room: &str) -> Result<usize, ClusterError> {
+        Ok(Self::count(
+            self.everywhere(Op::Join {
+                room: room.to_owned(),
+            })
+            .await?,
+        ))
+    }
+
+    /// Take the addressed connections, on every node, out of `room`. Returns how many left.
+    ///
+    /// # Errors
+    /// As [`fetch_sockets`](Self::fetch_sockets).
+    pub async fn sockets_leave(&self, room: &str) -> Result<usize, ClusterError> {
+        Ok(Self::count(
+            self.everywhere(Op::Leave {
+                room: room.to_owned(),
+            })
+            .await?,
+        ))
+    }
+
+    /// Close the addressed connections, on every node (code 1000, reason `disconnected by the
+    /// server`). Returns how many.
+    ///
+    /// # Errors
+    /// As [`fetch_sockets`](Self::fetch_sockets).
+    pub async fn disconnect_sockets(&self) -> Result<usize, ClusterError> {
+        Ok(Self::count(self.everywhere(Op::Disconnect).await?))
+    }
+
+    /// Send `event` to every addressed connection, on every node, each with an ack, and
+    /// collect the answers decoded as `R`: each connection has `timeout` to answer; nodes that
+    /// do not report their count within the request timeout are listed in
+    /// [`AckReport::missing_nodes`].
+    ///
+    /// ```
+    /// # async fn demo(server: wsu::Server) -> Result<(), wsu::SendError> {
+    /// let report = server.to("voters")
+    ///     .emit_with_ack::<_, bool>("vote", &"pizza?", std::time::Duration::from_secs(5))
+    ///     .await?;
+    /// let yes = report.answers.iter().filter(|(_, r)| matches!(r, Ok(true))).count();
+    /// println!("{yes} of {} said yes", report.expected);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`SendError::InvalidName`], [`SendError::Encode`]: nothing was sent.
+    pub async fn emit_with_ack<T, R>(
+        &self,
+        event: &str,
+        data: &T,
+        timeout: Duration,
+    ) -> Result<AckReport<R>, SendError>
+    where
+        T: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
+        names::validate_room(event).map_err(|e| SendError::InvalidName(format!("event {e}")))?;
+        let raw: Box<RawValue> = serde_json::value::to_raw_value(data).map_err(SendError::Encode)?;
+        let filter = self.filter();
+        let (local_n, local) =
+            crate::cluster::local::ack_broadcast(&self.server, &filter, event, &raw, timeout);
+        let remote = async {
+            let Some(node) = self.node() else {
+                return (0, Vec::new(), Vec::new());
+            };
+            let op = Op::BroadcastAck {
+                event: event.to_owned(),
+                timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            };
+            let Ok(mut req) = node.open_request(None, filter.clone(), op, raw.get().as_bytes())
+            else {
+                return (0, Vec::new(), node.peers());
+            };
+            let asked = req.expected.clone();
+            let start = tokio::time::Instant::now();
+            let count_deadline = start + node.config.request_timeout;
+            let answers_deadline = start + timeout + node.config.request_timeout;
+            let mut counted: HashSet<String> = HashSet::new();
+            let mut done: HashSet<String> = HashSet::new();
+            let mut expected = 0;
+            let mut acks = Vec::new();
+            loop {
+                let waiting_counts = counted.len() < req.expected.len();
+                let deadline = if waiting_counts {
+                    count_deadline
+                } else {
+                    answers_deadline
+                };
+                if !waiting_counts && done.len() == counted.len() {
+                    break;
+                }
+                match tokio::time::timeout_at(deadline, req.rx.recv()).await {
+                    Ok(Some((from, res))) if req.expected.contains(&from) => match res {
+                        Res::AckCount { n } => {
+                            if counted.insert(from) {
+                                expected += n;
+                            }
+                        }
+                        Res::Acks { acks: a } => {
+                            if counted.contains(&from) && done.insert(from) {
+                                acks.extend(a);
+                            }
+                        }
+                        _ => {}
+                    },
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => {
+                        if waiting_counts {
+                            // Nodes that never counted are missing; wait for the others.
+                            req.expected.retain(|n| counted.contains(n));
+                            if done.len() == counted.len() {
+                                break;
+                            }
+                        } else {
+                            break;
+                        }
+                    }
+                }
+            }
+            // A node that never reported its count is missing (its connections are in neither
+            // `expected` nor `answers`); one that counted but whose answers did not arrive in
+            // time has its connections in `expected` without answers.
+            let mut missing: Vec<String> = asked.difference(&counted).cloned().collect();
+            missing.sort();
+            (expected, acks, missing)
+        };
+        let (local_answers, (remote_n, remote_answers, missing_nodes)) =
+            tokio::join!(local, remote);
+        let mut answers = Vec::with_capacity(local_answers.len() + remote_answers.len());
+        for a in local_answers.into_iter().chain(remote_answers) {
+            let (id, r) = crate::cluster::local::from_wire(a);
+            let Some(id) = id else { continue };
+            let r = r.and_then(|raw| serde_json::from_str::<R>(raw.get()).map_err(AckError::Decode));
+            answers.push((id, r));
+        }
+        Ok(AckReport {
+            expected: local_n + remote_n,
+            answers,
+            missing_nodes,
+        })
     }
 }
 

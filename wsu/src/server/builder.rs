@@ -754,10 +754,27 @@ impl ServerBuilder {
             );
         }
 
+        let cluster = match self.engine {
+            Some(engine) => {
+                self.cluster
+                    .check()
+                    .map_err(|reason| BuildError::InvalidOption {
+                        option: "cluster",
+                        reason,
+                    })?;
+                let Ok(rt) = tokio::runtime::Handle::try_current() else {
+                    return Err(BuildError::InvalidOption {
+                        option: "engine",
+                        reason: "a server with an engine must be built inside a tokio runtime",
+                    });
+                };
+                Some((crate::cluster::node::Node::new(engine, self.cluster), rt))
+            }
+            None => None,
+        };
         let (shutdown, _) = watch::channel(false);
         let (kill, _) = watch::channel(false);
-        Ok(Server {
-            inner: Arc::new(Inner {
+        let inner = Arc::new(Inner {
                 config: self.config,
                 namespaces: RwLock::new(namespaces),
                 allow_namespace: self.allow_namespace,
@@ -772,7 +789,11 @@ impl ServerBuilder {
                 kill,
                 kill_at: std::sync::OnceLock::new(),
                 all_closed: Notify::new(),
-            }),
-        })
+                cluster: cluster.as_ref().map(|(node, _)| node.clone()),
+        });
+        if let Some((node, rt)) = &cluster {
+            node.start(Arc::downgrade(&inner), rt);
+        }
+        Ok(Server { inner })
     }
 }

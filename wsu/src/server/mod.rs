@@ -5,6 +5,8 @@ mod builder;
 mod serve;
 mod slot;
 
+
+
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -12,7 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use tokio::sync::{Notify, watch};
 
 pub(crate) use broadcast::encode_event as broadcast_encode_event;
-pub use broadcast::{Broadcast, Delivery};
+pub use broadcast::{Broadcast, Delivery, Published};
 pub use builder::{NamespaceBuilder, ServerBuilder};
 pub(crate) use slot::Slot;
 
@@ -52,6 +54,8 @@ pub(crate) struct Inner {
     /// When `kill` will be set (from the first call of `shutdown`).
     kill_at: std::sync::OnceLock<tokio::time::Instant>,
     all_closed: Notify,
+    /// This server's node, when it has an engine.
+    pub(crate) cluster: Option<Arc<crate::cluster::node::Node>>,
 }
 
 /// A wsu server: a cheap, cloneable handle (an `Arc`) shared by the accept loop, every connection
@@ -140,15 +144,33 @@ impl Server {
         lock(&self.inner.connections).keys().copied().collect()
     }
 
-    /// Members of a room of a namespace.
+    /// This server's place in a cluster; `None` without an
+    /// [engine](crate::ServerBuilder::engine).
+    pub fn cluster(&self) -> Option<crate::cluster::Cluster> {
+        self.inner
+            .cluster
+            .as_ref()
+            .map(|node| crate::cluster::Cluster {
+                server: self.clone(),
+                node: node.clone(),
+            })
+    }
+
+    /// Members of a room of a namespace, on this node (for every node of a cluster:
+    /// `server.of(ns).to(room).fetch_sockets()`).
     pub fn room_members(&self, namespace: &str, room: &str) -> Vec<SocketId> {
         self.lookup_namespace(namespace)
             .map(|ns| ns.room_members(room))
             .unwrap_or_default()
     }
 
-    /// Rooms that currently have members in a namespace.
+    /// Rooms that currently have members in a namespace, on this node (for every node of a
+    /// cluster: [`Cluster::rooms`](crate::cluster::Cluster::rooms)).
     pub fn rooms(&self, namespace: &str) -> Vec<String> {
+        self.local_rooms(namespace)
+    }
+
+    pub(crate) fn local_rooms(&self, namespace: &str) -> Vec<String> {
         self.lookup_namespace(namespace)
             .map(|ns| ns.room_names())
             .unwrap_or_default()
@@ -211,6 +233,19 @@ impl Server {
         s.dynamic_namespaces = dynamic;
         s.queued_bytes = queued;
         s.pending_acks = acks;
+        if let Some(node) = &self.inner.cluster {
+            use std::sync::atomic::Ordering::Relaxed;
+            let c = &node.counters;
+            s.cluster_nodes = node.peers().len() + 1;
+            s.cluster_connected = node.is_connected();
+            s.cluster_published = c.published.load(Relaxed);
+            s.cluster_publish_failed = c.publish_failed.load(Relaxed);
+            s.cluster_received = c.received.load(Relaxed);
+            s.cluster_dropped = c.dropped.load(Relaxed);
+            s.cluster_invalid = c.invalid.load(Relaxed);
+            s.cluster_outages = c.outages.load(Relaxed);
+            s.cluster_request_timeouts = c.request_timeouts.load(Relaxed);
+        }
         s
     }
 
@@ -230,7 +265,17 @@ impl Server {
     /// without draining; at `T` minus a tenth of `T` (at most 250 ms less) every connection task
     /// still running, stuck in a hook or a write, is dropped, its guard cleaning up (rooms,
     /// registry, gauges, pending acks) without waiting for its hooks.
+    ///
+    /// In a cluster, the node then says goodbye to the others (they drop it from the
+    /// membership at once) and closes its engine.
     pub async fn shutdown(&self) {
+        self.shutdown_connections().await;
+        if let Some(node) = &self.inner.cluster {
+            node.stop().await;
+        }
+    }
+
+    async fn shutdown_connections(&self) {
         let grace = self.inner.config.shutdown_timeout;
         let start = tokio::time::Instant::now();
         let deadline = start + grace;

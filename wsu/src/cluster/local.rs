@@ -1,0 +1,149 @@
+//! What a node does, on its own connections, for a cluster message: deliver a broadcast,
+//! answer a query, apply a remote operation, run its part of a broadcast with ack.
+
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::value::RawValue;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use super::wire::{Filter, Op, Res, WireAck, WireSocket};
+use crate::server::{Broadcast, Server};
+use crate::{AckError, CloseCode, Socket};
+
+/// The local part of a cluster broadcast, as a [`Broadcast`] that never publishes.
+pub(crate) fn broadcast_of(server: &Server, filter: &Filter) -> Broadcast {
+    let mut b = server.of(&filter.ns).local();
+    for r in &filter.rooms {
+        b = b.to(r);
+    }
+    for id in filter.except.iter().filter_map(|s| crate::SocketId::parse(s)) {
+        b = b.except(id);
+    }
+    for r in &filter.except_rooms {
+        b = b.except_room(r);
+    }
+    b
+}
+
+/// Deliver a broadcast from another node: its body is the client frame, sent as-is.
+pub(crate) fn deliver(server: &Server, filter: &Filter, body: Bytes) {
+    match Utf8Bytes::try_from(body) {
+        Ok(frame) => {
+            broadcast_of(server, filter).send_frame(frame);
+        }
+        Err(_) => tracing::debug!("cluster broadcast with a non-UTF-8 frame dropped"),
+    }
+}
+
+/// The local connections a filter selects.
+pub(crate) fn select(server: &Server, filter: &Filter) -> Vec<Socket> {
+    broadcast_of(server, filter).local_sockets()
+}
+
+/// Answer a query or apply an operation (all but broadcast acks) on local connections.
+pub(crate) fn answer(server: &Server, filter: &Filter, op: &Op) -> Res {
+    match op {
+        Op::Sockets => Res::Sockets {
+            sockets: select(server, filter)
+                .iter()
+                .map(|s| WireSocket {
+                    id: s.id().to_string(),
+                    rooms: s.rooms(),
+                })
+                .collect(),
+        },
+        Op::Rooms => Res::Rooms {
+            rooms: server.local_rooms(&filter.ns),
+        },
+        Op::Disconnect => {
+            let sockets = select(server, filter);
+            for s in &sockets {
+                s.close_with(CloseCode::NORMAL, "disconnected by the server");
+            }
+            Res::Count { n: sockets.len() }
+        }
+        Op::Join { room } => Res::Count {
+            n: select(server, filter)
+                .iter()
+                .filter(|s| s.join(room).is_ok())
+                .count(),
+        },
+        Op::Leave { room } => Res::Count {
+            n: select(server, filter)
+                .iter()
+                .filter(|s| s.leave(room))
+                .count(),
+        },
+        Op::BroadcastAck { .. } => Res::Count { n: 0 },
+    }
+}
+
+/// Send `event` with an ack to each selected local connection: how many, and the answers
+/// (all of them, when in or timed out).
+pub(crate) fn ack_broadcast(
+    server: &Server,
+    filter: &Filter,
+    event: &str,
+    data: &RawValue,
+    timeout: Duration,
+) -> (usize, impl Future<Output = Vec<WireAck>> + Send + 'static) {
+    let sockets = select(server, filter);
+    let n = sockets.len();
+    let event = event.to_owned();
+    let data: Box<RawValue> = data.to_owned();
+    let answers = async move {
+        let futs = sockets.iter().map(|s| {
+            let (event, data) = (&event, &data);
+            async move {
+                let r = s
+                    .emit_with_ack_timeout::<RawValue, Box<RawValue>>(event, data, timeout)
+                    .await;
+                to_wire(s.id().to_string(), r)
+            }
+        });
+        futures_util::future::join_all(futs).await
+    };
+    (n, answers)
+}
+
+fn to_wire(id: String, r: Result<Box<RawValue>, AckError>) -> WireAck {
+    let mut a = WireAck {
+        id,
+        ok: None,
+        err: None,
+        err_data: None,
+    };
+    match r {
+        Ok(v) => a.ok = Some(v),
+        Err(AckError::Timeout) => a.err = Some("timeout".into()),
+        Err(AckError::Closed) => a.err = Some("closed".into()),
+        Err(AckError::Rejected(e)) => {
+            a.err_data = e.data().map(ToOwned::to_owned);
+            a.err = Some(format!("rejected:{}", e.message()));
+        }
+        Err(e) => a.err = Some(format!("failed:{e}")),
+    }
+    a
+}
+
+/// The caller's view of one wire answer.
+pub(crate) fn from_wire(a: WireAck) -> (Option<crate::SocketId>, Result<Box<RawValue>, AckError>) {
+    let id = crate::SocketId::parse(&a.id);
+    let r = match (a.ok, a.err.as_deref()) {
+        (Some(v), None) => Ok(v),
+        (_, Some("timeout")) => Err(AckError::Timeout),
+        (_, Some("closed")) => Err(AckError::Closed),
+        (_, Some(e)) => {
+            let msg = e.strip_prefix("rejected:").unwrap_or(e).to_owned();
+            let mut he = crate::HandlerError::new(msg);
+            if let Some(d) = a.err_data {
+                he = he.with_data(&*d);
+            }
+            Err(AckError::Rejected(he))
+        }
+        (None, None) => Ok(RawValue::NULL.to_owned()),
+    };
+    (id, r)
+}

@@ -1,0 +1,463 @@
+//! One node of a cluster: its id and topics, heartbeat membership, the inbound loop, and
+//! requests to other nodes correlated by id.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use super::engine::{Engine, EngineError, EngineFuture, EngineSink, SinkEvent};
+use super::wire::{self, Filter, Header, Kind, Op, Res};
+use super::{ClusterConfig, ClusterError};
+use crate::server::{Inner, Server};
+use crate::sync::lock;
+
+/// Counters of the cluster layer, read by [`Server::stats`](crate::Server::stats).
+#[derive(Default)]
+pub(crate) struct ClusterCounters {
+    pub(crate) published: AtomicU64,
+    pub(crate) publish_failed: AtomicU64,
+    pub(crate) received: AtomicU64,
+    pub(crate) dropped: AtomicU64,
+    pub(crate) invalid: AtomicU64,
+    pub(crate) outages: AtomicU64,
+    pub(crate) request_timeouts: AtomicU64,
+}
+
+/// The outcome of handing a message to the engine, as far as it is known now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Handed {
+    Pending,
+    Confirmed,
+    Failed,
+}
+
+type Responses = mpsc::Sender<(String, Res)>;
+
+pub(crate) struct Node {
+    pub(crate) id: String,
+    pub(crate) engine: Arc<dyn Engine>,
+    pub(crate) config: ClusterConfig,
+    topic_all: String,
+    prefix_node: String,
+    topic_self: String,
+    /// Live peers (not this node) and when each was last heard from.
+    peers: Mutex<HashMap<String, Instant>>,
+    pending: Mutex<HashMap<u64, Responses>>,
+    next_request: AtomicU64,
+    connected: AtomicBool,
+    pub(crate) counters: ClusterCounters,
+    /// Publish outcomes not known yet, counted by the node's loop.
+    outcomes: mpsc::UnboundedSender<EngineFuture<'static, Result<(), EngineError>>>,
+    outcomes_rx: Mutex<Option<mpsc::UnboundedReceiver<EngineFuture<'static, Result<(), EngineError>>>>>,
+    stop: watch::Sender<bool>,
+    started: OnceLock<()>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.id)
+            .field("engine", &self.engine.name())
+            .finish_non_exhaustive()
+    }
+}
+
+fn random_id() -> String {
+    let s = RandomState::new();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{:016x}", s.hash_one((nanos, std::process::id())))
+}
+
+impl Node {
+    pub(crate) fn new(engine: Arc<dyn Engine>, config: ClusterConfig) -> Arc<Node> {
+        let id = random_id();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (stop, _) = watch::channel(false);
+        Arc::new(Node {
+            topic_all: format!("{}.all", config.prefix),
+            prefix_node: format!("{}.node.", config.prefix),
+            topic_self: format!("{}.node.{id}", config.prefix),
+            id,
+            engine,
+            config,
+            peers: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
+            next_request: AtomicU64::new(1),
+            connected: AtomicBool::new(false),
+            counters: ClusterCounters::default(),
+            outcomes: tx,
+            outcomes_rx: Mutex::new(Some(rx)),
+            stop,
+            started: OnceLock::new(),
+        })
+    }
+
+    /// Start the node's loop on the current tokio runtime.
+    pub(crate) fn start(self: &Arc<Self>, server: Weak<Inner>, rt: &tokio::runtime::Handle) {
+        if self.started.set(()).is_err() {
+            return;
+        }
+        let Some(outcomes) = lock(&self.outcomes_rx).take() else {
+            return;
+        };
+        let node = self.clone();
+        rt.spawn(node.run(server, outcomes));
+    }
+
+    pub(crate) fn is_connected(&self) -> bool {
+        self.connected.load(Relaxed)
+    }
+
+    /// Live peers, sorted.
+    pub(crate) fn peers(&self) -> Vec<String> {
+        let mut v: Vec<String> = lock(&self.peers).keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    fn node_topic(&self, node: &str) -> String {
+        format!("{}{node}", self.prefix_node)
+    }
+
+    /// Hand a message to the engine; the outcome is counted whether or not anyone waits for it.
+    fn publish_counted(&self, topic: &str, payload: Bytes) -> Handed {
+        let mut fut = self.engine.publish(topic, payload);
+        match (&mut fut).now_or_never() {
+            Some(r) => {
+                self.count_outcome(&r);
+                if r.is_ok() {
+                    Handed::Confirmed
+                } else {
+                    Handed::Failed
+                }
+            }
+            None => {
+                if self.outcomes.send(fut).is_err() {
+                    // The loop is gone (shut down): nobody will count it.
+                    return Handed::Failed;
+                }
+                Handed::Pending
+            }
+        }
+    }
+
+    fn count_outcome(&self, r: &Result<(), EngineError>) {
+        match r {
+            Ok(()) => self.counters.published.fetch_add(1, Relaxed),
+            Err(e) => {
+                tracing::debug!(engine = self.engine.name(), error = %e, "cluster publish failed");
+                self.counters.publish_failed.fetch_add(1, Relaxed)
+            }
+        };
+    }
+
+    /// Publish a broadcast (body: the client frame) to every other node.
+    pub(crate) fn publish_broadcast(&self, filter: Filter, frame: &[u8]) -> Handed {
+        let mut h = Header::new(&self.id, Kind::Broadcast);
+        h.filter = Some(filter);
+        self.publish_counted(&self.topic_all, wire::encode(&h, frame))
+    }
+
+    /// Publish a broadcast and wait for the engine's verdict.
+    pub(crate) async fn publish_broadcast_confirmed(
+        &self,
+        filter: Filter,
+        frame: &[u8],
+    ) -> Result<(), EngineError> {
+        let mut h = Header::new(&self.id, Kind::Broadcast);
+        h.filter = Some(filter);
+        let r = self
+            .engine
+            .publish(&self.topic_all, wire::encode(&h, frame))
+            .await;
+        self.count_outcome(&r);
+        r
+    }
+
+    fn heartbeat(&self, init: bool) {
+        let mut h = Header::new(&self.id, Kind::Heartbeat);
+        h.init = init;
+        self.publish_counted(&self.topic_all, wire::encode(&h, b""));
+    }
+
+    /// Open a request to `target` (one node) or to every live peer: responses arrive on the
+    /// returned receiver until it is dropped.
+    pub(crate) fn open_request(
+        self: &Arc<Self>,
+        target: Option<&str>,
+        filter: Filter,
+        op: Op,
+        body: &[u8],
+    ) -> Result<OpenRequest, ClusterError> {
+        let expected: HashSet<String> = match target {
+            Some(t) => std::iter::once(t.to_owned()).collect(),
+            None => lock(&self.peers).keys().cloned().collect(),
+        };
+        let id = self.next_request.fetch_add(1, Relaxed);
+        let (tx, rx) = mpsc::channel(2 * expected.len() + 8);
+        let guard = PendingGuard {
+            node: self.clone(),
+            id,
+        };
+        if expected.is_empty() {
+            return Ok(OpenRequest {
+                rx,
+                expected,
+                _guard: guard,
+            });
+        }
+        lock(&self.pending).insert(id, tx);
+        let mut h = Header::new(&self.id, Kind::Request);
+        h.id = Some(id);
+        h.filter = Some(filter);
+        h.op = Some(op);
+        let topic = match target {
+            Some(t) => self.node_topic(t),
+            None => self.topic_all.clone(),
+        };
+        let mut fut = self.engine.publish(&topic, wire::encode(&h, body));
+        if let Some(Err(e)) = (&mut fut).now_or_never() {
+            self.count_outcome(&Err(e.clone()));
+            return Err(ClusterError::Engine(e));
+        }
+        Ok(OpenRequest {
+            rx,
+            expected,
+            _guard: guard,
+        })
+    }
+
+    /// One answer from each expected node, until `deadline`.
+    pub(crate) async fn collect(
+        &self,
+        mut req: OpenRequest,
+        deadline: Instant,
+    ) -> (Vec<(String, Res)>, Vec<String>) {
+        let mut out = Vec::new();
+        while !req.expected.is_empty() {
+            match tokio::time::timeout_at(deadline, req.rx.recv()).await {
+                Ok(Some((node, res))) => {
+                    if req.expected.remove(&node) {
+                        out.push((node, res));
+                    }
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let mut missing: Vec<String> = req.expected.into_iter().collect();
+        missing.sort();
+        if !missing.is_empty() {
+            self.counters.request_timeouts.fetch_add(1, Relaxed);
+        }
+        (out, missing)
+    }
+
+    fn respond(&self, to: &str, id: u64, res: Res) {
+        let mut h = Header::new(&self.id, Kind::Response);
+        h.id = Some(id);
+        h.res = Some(res);
+        self.publish_counted(&self.node_topic(to), wire::encode(&h, b""));
+    }
+
+    /// Leave the cluster: say goodbye, stop the loop, close the engine.
+    pub(crate) async fn stop(&self) {
+        if *self.stop.borrow() {
+            return;
+        }
+        let h = Header::new(&self.id, Kind::Bye);
+        let bye = self.engine.publish(&self.topic_all, wire::encode(&h, b""));
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(500), bye).await;
+        self.stop.send_replace(true);
+        self.engine.close().await;
+    }
+
+    async fn run(
+        self: Arc<Self>,
+        server: Weak<Inner>,
+        mut outcomes: mpsc::UnboundedReceiver<EngineFuture<'static, Result<(), EngineError>>>,
+    ) {
+        let (sink, mut rx) = EngineSink::channel(self.config.inbound_capacity);
+        let topics = vec![self.topic_all.clone(), self.topic_self.clone()];
+        match self.engine.subscribe(topics, sink).await {
+            Ok(()) => {
+                self.connected.store(true, Relaxed);
+                tracing::info!(node = %self.id, engine = self.engine.name(), "joined the cluster");
+            }
+            Err(e) => {
+                tracing::warn!(node = %self.id, engine = self.engine.name(), error = %e,
+                    "cluster subscription failed; the engine keeps retrying");
+            }
+        }
+        self.heartbeat(true);
+        let mut stop = self.stop.subscribe();
+        let mut tick = tokio::time::interval(self.config.heartbeat_interval);
+        tick.tick().await;
+        let mut in_flight = FuturesUnordered::new();
+        loop {
+            tokio::select! {
+                ev = rx.recv() => {
+                    let Some(ev) = ev else { break };
+                    let Some(inner) = server.upgrade() else { break };
+                    self.on_event(Server { inner }, ev);
+                }
+                fut = outcomes.recv() => {
+                    match fut {
+                        Some(fut) => in_flight.push(fut),
+                        None => break,
+                    }
+                }
+                Some(r) = in_flight.next(), if !in_flight.is_empty() => self.count_outcome(&r),
+                _ = tick.tick() => {
+                    if server.strong_count() == 0 {
+                        break;
+                    }
+                    self.counters.dropped.store(rx.dropped(), Relaxed);
+                    self.heartbeat(false);
+                    self.expire_peers();
+                }
+                _ = stop.changed() => break,
+            }
+        }
+        // Count what is still in flight, briefly.
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(200), async {
+            while let Some(r) = in_flight.next().await {
+                self.count_outcome(&r);
+            }
+        })
+        .await;
+    }
+
+    fn expire_peers(&self) {
+        let now = Instant::now();
+        let timeout = self.config.node_timeout;
+        lock(&self.peers).retain(|peer, seen| {
+            let alive = now.duration_since(*seen) < timeout;
+            if !alive {
+                tracing::warn!(node = %self.id, peer = %peer, "cluster node timed out; dropped from the membership");
+            }
+            alive
+        });
+    }
+
+    fn on_event(self: &Arc<Self>, server: Server, ev: SinkEvent) {
+        match ev {
+            SinkEvent::Message { payload, .. } => self.on_message(server, payload),
+            SinkEvent::Lost(why) => {
+                self.connected.store(false, Relaxed);
+                self.counters.outages.fetch_add(1, Relaxed);
+                tracing::warn!(node = %self.id, engine = self.engine.name(), reason = %why,
+                    "lost the broker: broadcasts to and from other nodes are lost until it is back");
+            }
+            SinkEvent::Restored => {
+                self.connected.store(true, Relaxed);
+                tracing::info!(node = %self.id, engine = self.engine.name(), "broker connection restored");
+                self.heartbeat(true);
+            }
+        }
+    }
+
+    fn on_message(self: &Arc<Self>, server: Server, payload: Bytes) {
+        let (h, body) = match wire::decode(&payload) {
+            Ok(m) => m,
+            Err(e) => {
+                self.counters.invalid.fetch_add(1, Relaxed);
+                tracing::debug!(node = %self.id, error = %e, "invalid cluster message dropped");
+                return;
+            }
+        };
+        if h.node == self.id {
+            return;
+        }
+        self.counters.received.fetch_add(1, Relaxed);
+        match h.kind {
+            Kind::Broadcast => {
+                if let Some(filter) = &h.filter {
+                    super::local::deliver(&server, filter, body);
+                }
+            }
+            Kind::Heartbeat => {
+                let new = lock(&self.peers)
+                    .insert(h.node.clone(), Instant::now())
+                    .is_none();
+                if new {
+                    tracing::info!(node = %self.id, peer = %h.node, "cluster node joined");
+                }
+                if h.init {
+                    self.heartbeat(false);
+                }
+            }
+            Kind::Bye => {
+                lock(&self.peers).remove(&h.node);
+                tracing::info!(node = %self.id, peer = %h.node, "cluster node left");
+            }
+            Kind::Request => {
+                let (Some(id), Some(op), Some(filter)) = (h.id, h.op, h.filter) else {
+                    self.counters.invalid.fetch_add(1, Relaxed);
+                    return;
+                };
+                lock(&self.peers).insert(h.node.clone(), Instant::now());
+                match op {
+                    Op::BroadcastAck { event, timeout_ms } => {
+                        let node = self.clone();
+                        tokio::spawn(async move {
+                            let timeout = std::time::Duration::from_millis(timeout_ms);
+                            let Ok(data) = std::str::from_utf8(&body) else { return };
+                            let Ok(data) = serde_json::value::RawValue::from_string(data.to_owned()) else {
+                                return;
+                            };
+                            let run = super::local::ack_broadcast(&server, &filter, &event, &data, timeout);
+                            let (n, answers) = run;
+                            node.respond(&h.node, id, Res::AckCount { n });
+                            let acks = answers.await;
+                            node.respond(&h.node, id, Res::Acks { acks });
+                        });
+                    }
+                    op => {
+                        let res = super::local::answer(&server, &filter, &op);
+                        self.respond(&h.node, id, res);
+                    }
+                }
+            }
+            Kind::Response => {
+                let (Some(id), Some(res)) = (h.id, h.res) else {
+                    self.counters.invalid.fetch_add(1, Relaxed);
+                    return;
+                };
+                let tx = lock(&self.pending).get(&id).cloned();
+                if let Some(tx) = tx {
+                    let _ = tx.try_send((h.node, res));
+                }
+            }
+        }
+    }
+}
+
+/// A request whose answers are being collected.
+pub(crate) struct OpenRequest {
+    pub(crate) rx: mpsc::Receiver<(String, Res)>,
+    /// Nodes expected to answer.
+    pub(crate) expected: HashSet<String>,
+    _guard: PendingGuard,
+}
+
+/// Forgets the request when the collector ends or is dropped.
+struct PendingGuard {
+    node: Arc<Node>,
+    id: u64,
+}
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        lock(&self.node.pending).remove(&self.id);
+    }
+}
