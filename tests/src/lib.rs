@@ -1,6 +1,7 @@
 //! Shared helpers for the end-to-end tests: start a server on `127.0.0.1:0`, and a raw
 //! WebSocket client that speaks the wire protocol by hand (as a seed client would).
 
+pub mod cluster;
 pub mod services;
 
 use std::net::SocketAddr;

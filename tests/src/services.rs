@@ -75,7 +75,11 @@ pub struct Service {
 fn find_binary(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
-        .chain(["/usr/sbin".into(), "/usr/local/sbin".into(), "/usr/bin".into()])
+        .chain([
+            "/usr/sbin".into(),
+            "/usr/local/sbin".into(),
+            "/usr/bin".into(),
+        ])
         .map(|d| d.join(name))
         .find(|p| p.is_file())
 }
@@ -152,20 +156,36 @@ impl Service {
         let mut cmd = Command::new(binary);
         match self.kind {
             Kind::Redis => {
-                cmd.args(["--port", &port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-                    .arg("--dir")
-                    .arg(dir);
+                cmd.args([
+                    "--port",
+                    &port,
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
+                .arg("--dir")
+                .arg(dir);
             }
             Kind::Nats => {
-                cmd.args(["-a", "127.0.0.1", "-p", &port, "-js", "-sd"]).arg(dir);
+                cmd.args(["-a", "127.0.0.1", "-p", &port, "-js", "-sd"])
+                    .arg(dir);
             }
         }
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         let child = cmd.spawn().expect("spawn broker");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "{} did not start", binary.display());
+            assert!(
+                Instant::now() < deadline,
+                "{} did not start",
+                binary.display()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

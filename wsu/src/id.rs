@@ -19,6 +19,9 @@ use std::hash::{BuildHasher, RandomState};
 pub struct SocketId(u64);
 
 impl SocketId {
+    /// An id no connection has (the generator never produces it).
+    pub(crate) const NONE: SocketId = SocketId(u64::MAX);
+
     /// The id as a number (the same bits as the hex form).
     pub fn as_u64(self) -> u64 {
         self.0
@@ -69,8 +72,13 @@ impl IdGenerator {
     }
 
     pub(crate) fn next(&self) -> SocketId {
-        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        SocketId(((n ^ self.k1).wrapping_mul(self.mul)) ^ self.k2)
+        loop {
+            let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let id = SocketId(((n ^ self.k1).wrapping_mul(self.mul)) ^ self.k2);
+            if id != SocketId::NONE {
+                return id;
+            }
+        }
     }
 }
 

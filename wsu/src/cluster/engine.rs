@@ -67,7 +67,11 @@ pub trait Engine: Send + Sync + 'static {
     ) -> EngineFuture<'_, Result<(), EngineError>>;
 
     /// Publish `payload` on `topic`. See the contract above: ordered now, never blocks.
-    fn publish(&self, topic: &str, payload: Bytes) -> EngineFuture<'static, Result<(), EngineError>>;
+    fn publish(
+        &self,
+        topic: &str,
+        payload: Bytes,
+    ) -> EngineFuture<'static, Result<(), EngineError>>;
 
     /// Flush what is queued (within a short bound), unsubscribe and drop the connections.
     fn close(&self) -> EngineFuture<'_, ()>;
@@ -100,7 +104,10 @@ impl fmt::Display for EngineError {
             EngineError::Unavailable(e) => write!(f, "broker unavailable: {e}"),
             EngineError::Backlog => f.write_str("engine publish queue is full"),
             EngineError::TooLarge { size, max } => {
-                write!(f, "payload of {size} bytes exceeds the engine's limit of {max}")
+                write!(
+                    f,
+                    "payload of {size} bytes exceeds the engine's limit of {max}"
+                )
             }
             EngineError::Closed => f.write_str("engine closed"),
             EngineError::Other(e) => write!(f, "broker error: {e}"),
@@ -210,5 +217,57 @@ impl EngineReceiver {
     /// How many events were dropped because the queue was full.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+impl<E: Engine + ?Sized> Engine for Box<E> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+    fn max_payload(&self) -> usize {
+        (**self).max_payload()
+    }
+    fn subscribe(
+        &self,
+        topics: Vec<String>,
+        sink: EngineSink,
+    ) -> EngineFuture<'_, Result<(), EngineError>> {
+        (**self).subscribe(topics, sink)
+    }
+    fn publish(
+        &self,
+        topic: &str,
+        payload: Bytes,
+    ) -> EngineFuture<'static, Result<(), EngineError>> {
+        (**self).publish(topic, payload)
+    }
+    fn close(&self) -> EngineFuture<'_, ()> {
+        (**self).close()
+    }
+}
+
+impl<E: Engine + ?Sized> Engine for Arc<E> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+    fn max_payload(&self) -> usize {
+        (**self).max_payload()
+    }
+    fn subscribe(
+        &self,
+        topics: Vec<String>,
+        sink: EngineSink,
+    ) -> EngineFuture<'_, Result<(), EngineError>> {
+        (**self).subscribe(topics, sink)
+    }
+    fn publish(
+        &self,
+        topic: &str,
+        payload: Bytes,
+    ) -> EngineFuture<'static, Result<(), EngineError>> {
+        (**self).publish(topic, payload)
+    }
+    fn close(&self) -> EngineFuture<'_, ()> {
+        (**self).close()
     }
 }

@@ -18,11 +18,29 @@ pub(crate) fn broadcast_of(server: &Server, filter: &Filter) -> Broadcast {
     for r in &filter.rooms {
         b = b.to(r);
     }
-    for id in filter.except.iter().filter_map(|s| crate::SocketId::parse(s)) {
+    for id in filter
+        .except
+        .iter()
+        .filter_map(|s| crate::SocketId::parse(s))
+    {
         b = b.except(id);
     }
     for r in &filter.except_rooms {
         b = b.except_room(r);
+    }
+    if !filter.only.is_empty() {
+        let ids: Vec<crate::SocketId> = filter
+            .only
+            .iter()
+            .filter_map(|s| crate::SocketId::parse(s))
+            .collect();
+        if ids.is_empty() {
+            // Only connections that cannot exist here: select none.
+            b = b.socket(crate::SocketId::NONE);
+        }
+        for id in ids {
+            b = b.socket(id);
+        }
     }
     b
 }
@@ -116,11 +134,11 @@ fn to_wire(id: String, r: Result<Box<RawValue>, AckError>) -> WireAck {
         err_data: None,
     };
     match r {
-        Ok(v) => a.ok = Some(v),
+        Ok(v) => a.ok = Some(v.get().to_owned()),
         Err(AckError::Timeout) => a.err = Some("timeout".into()),
         Err(AckError::Closed) => a.err = Some("closed".into()),
         Err(AckError::Rejected(e)) => {
-            a.err_data = e.data().map(ToOwned::to_owned);
+            a.err_data = e.data().map(|d| d.get().to_owned());
             a.err = Some(format!("rejected:{}", e.message()));
         }
         Err(e) => a.err = Some(format!("failed:{e}")),
@@ -131,14 +149,15 @@ fn to_wire(id: String, r: Result<Box<RawValue>, AckError>) -> WireAck {
 /// The caller's view of one wire answer.
 pub(crate) fn from_wire(a: WireAck) -> (Option<crate::SocketId>, Result<Box<RawValue>, AckError>) {
     let id = crate::SocketId::parse(&a.id);
-    let r = match (a.ok, a.err.as_deref()) {
+    let raw = |s: String| RawValue::from_string(s).ok();
+    let r = match (a.ok.and_then(raw), a.err.as_deref()) {
         (Some(v), None) => Ok(v),
         (_, Some("timeout")) => Err(AckError::Timeout),
         (_, Some("closed")) => Err(AckError::Closed),
         (_, Some(e)) => {
             let msg = e.strip_prefix("rejected:").unwrap_or(e).to_owned();
             let mut he = crate::HandlerError::new(msg);
-            if let Some(d) = a.err_data {
+            if let Some(d) = a.err_data.and_then(raw) {
                 he = he.with_data(&*d);
             }
             Err(AckError::Rejected(he))

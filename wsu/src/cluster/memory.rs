@@ -124,7 +124,11 @@ impl Engine for MemoryEngine {
         Box::pin(async { Ok(()) })
     }
 
-    fn publish(&self, topic: &str, payload: Bytes) -> EngineFuture<'static, Result<(), EngineError>> {
+    fn publish(
+        &self,
+        topic: &str,
+        payload: Bytes,
+    ) -> EngineFuture<'static, Result<(), EngineError>> {
         let r = if payload.len() > self.max_payload {
             Err(EngineError::TooLarge {
                 size: payload.len(),

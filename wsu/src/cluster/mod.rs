@@ -19,8 +19,8 @@ pub(crate) mod node;
 pub(crate) mod wire;
 
 pub use config::ClusterConfig;
-pub use handle::{AckReport, Cluster, ClusterError, SocketInfo};
 pub(crate) use handle::ask;
+pub use handle::{AckReport, Cluster, ClusterError, SocketInfo};
 
 pub use engine::{Engine, EngineError, EngineFuture, EngineReceiver, EngineSink, SinkEvent};
 pub use memory::{MemoryBroker, MemoryEngine};

@@ -55,7 +55,8 @@ pub(crate) struct Node {
     pub(crate) counters: ClusterCounters,
     /// Publish outcomes not known yet, counted by the node's loop.
     outcomes: mpsc::UnboundedSender<EngineFuture<'static, Result<(), EngineError>>>,
-    outcomes_rx: Mutex<Option<mpsc::UnboundedReceiver<EngineFuture<'static, Result<(), EngineError>>>>>,
+    outcomes_rx:
+        Mutex<Option<mpsc::UnboundedReceiver<EngineFuture<'static, Result<(), EngineError>>>>>,
     stop: watch::Sender<bool>,
     started: OnceLock<()>,
 }
@@ -411,11 +412,17 @@ impl Node {
                         let node = self.clone();
                         tokio::spawn(async move {
                             let timeout = std::time::Duration::from_millis(timeout_ms);
-                            let Ok(data) = std::str::from_utf8(&body) else { return };
-                            let Ok(data) = serde_json::value::RawValue::from_string(data.to_owned()) else {
+                            let Ok(data) = std::str::from_utf8(&body) else {
                                 return;
                             };
-                            let run = super::local::ack_broadcast(&server, &filter, &event, &data, timeout);
+                            let Ok(data) =
+                                serde_json::value::RawValue::from_string(data.to_owned())
+                            else {
+                                return;
+                            };
+                            let run = super::local::ack_broadcast(
+                                &server, &filter, &event, &data, timeout,
+                            );
                             let (n, answers) = run;
                             node.respond(&h.node, id, Res::AckCount { n });
                             let acks = answers.await;

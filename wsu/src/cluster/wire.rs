@@ -6,7 +6,6 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 
 /// The version in every header; a node drops (and counts) messages of another version.
 pub(crate) const VERSION: u32 = 1;
@@ -76,15 +75,15 @@ pub(crate) struct WireSocket {
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct WireAck {
     pub(crate) id: String,
-    /// The ack's `data`.
+    /// The ack's `data`, as JSON text (a `RawValue` cannot sit in an internally tagged enum).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) ok: Option<Box<RawValue>>,
+    pub(crate) ok: Option<String>,
     /// `timeout`, `closed`, or the client's error text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) err: Option<String>,
-    /// The `data` of the client's error.
+    /// The `data` of the client's error, as JSON text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) err_data: Option<Box<RawValue>>,
+    pub(crate) err_data: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

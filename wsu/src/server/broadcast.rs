@@ -399,7 +399,8 @@ impl Broadcast {
         R: DeserializeOwned,
     {
         names::validate_room(event).map_err(|e| SendError::InvalidName(format!("event {e}")))?;
-        let raw: Box<RawValue> = serde_json::value::to_raw_value(data).map_err(SendError::Encode)?;
+        let raw: Box<RawValue> =
+            serde_json::value::to_raw_value(data).map_err(SendError::Encode)?;
         let filter = self.filter();
         let (local_n, local) =
             crate::cluster::local::ack_broadcast(&self.server, &filter, event, &raw, timeout);
@@ -474,7 +475,8 @@ impl Broadcast {
         for a in local_answers.into_iter().chain(remote_answers) {
             let (id, r) = crate::cluster::local::from_wire(a);
             let Some(id) = id else { continue };
-            let r = r.and_then(|raw| serde_json::from_str::<R>(raw.get()).map_err(AckError::Decode));
+            let r =
+                r.and_then(|raw| serde_json::from_str::<R>(raw.get()).map_err(AckError::Decode));
             answers.push((id, r));
         }
         Ok(AckReport {

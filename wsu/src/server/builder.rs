@@ -775,21 +775,21 @@ impl ServerBuilder {
         let (shutdown, _) = watch::channel(false);
         let (kill, _) = watch::channel(false);
         let inner = Arc::new(Inner {
-                config: self.config,
-                namespaces: RwLock::new(namespaces),
-                allow_namespace: self.allow_namespace,
-                on_connect: self.on_connect,
-                on_disconnect: self.on_disconnect,
-                connections: Mutex::new(HashMap::new()),
-                counters: Counters::default(),
-                ids: IdGenerator::new(),
-                state: self.state,
-                assets: self.assets,
-                shutdown,
-                kill,
-                kill_at: std::sync::OnceLock::new(),
-                all_closed: Notify::new(),
-                cluster: cluster.as_ref().map(|(node, _)| node.clone()),
+            config: self.config,
+            namespaces: RwLock::new(namespaces),
+            allow_namespace: self.allow_namespace,
+            on_connect: self.on_connect,
+            on_disconnect: self.on_disconnect,
+            connections: Mutex::new(HashMap::new()),
+            counters: Counters::default(),
+            ids: IdGenerator::new(),
+            state: self.state,
+            assets: self.assets,
+            shutdown,
+            kill,
+            kill_at: std::sync::OnceLock::new(),
+            all_closed: Notify::new(),
+            cluster: cluster.as_ref().map(|(node, _)| node.clone()),
         });
         if let Some((node, rt)) = &cluster {
             node.start(Arc::downgrade(&inner), rt);

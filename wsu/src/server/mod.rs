@@ -5,8 +5,6 @@ mod builder;
 mod serve;
 mod slot;
 
-
-
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};

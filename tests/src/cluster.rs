@@ -1,0 +1,495 @@
+//! The cluster conformance suite: the same test bodies run against every engine (in memory
+//! here, Redis in `wsu-redis/tests/cluster.rs`, NATS in `wsu-nats/tests/cluster.rs`), three
+//! `Server`s on three ports in one process.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+use wsu::cluster::{ClusterConfig, Engine, EngineError, EngineFuture, EngineSink, SinkEvent};
+use wsu::{Json, Published, Server, Socket, SocketId};
+
+use crate::{Client, TestServer};
+
+/// Makes one engine per node, all on the same broker and topic prefix.
+pub type EngineFactory =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Box<dyn Engine>> + Send>> + Send + Sync>;
+
+/// Cluster timings short enough for tests: heartbeat 100 ms, node timeout 1 s, requests 1 s.
+pub fn test_config(prefix: &str) -> ClusterConfig {
+    ClusterConfig::default()
+        .prefix(prefix)
+        .heartbeat(Duration::from_millis(100), Duration::from_secs(1))
+        .request_timeout(Duration::from_secs(1))
+}
+
+/// An engine whose node can be cut off from the others (both directions, silently, as a hung
+/// node or a network partition would be), to test timeouts and membership expiry.
+pub struct Severable {
+    inner: Box<dyn Engine>,
+    cut: Arc<AtomicBool>,
+}
+
+impl Severable {
+    /// Wrap an engine; the returned flag cuts it off when set.
+    pub fn new(inner: Box<dyn Engine>) -> (Severable, Arc<AtomicBool>) {
+        let cut = Arc::new(AtomicBool::new(false));
+        (
+            Severable {
+                inner,
+                cut: cut.clone(),
+            },
+            cut,
+        )
+    }
+}
+
+impl Engine for Severable {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    fn subscribe(
+        &self,
+        topics: Vec<String>,
+        sink: EngineSink,
+    ) -> EngineFuture<'_, Result<(), EngineError>> {
+        let (mine, mut rx) = EngineSink::channel(8192);
+        let cut = self.cut.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = rx.recv().await {
+                if cut.load(Ordering::Relaxed) {
+                    continue;
+                }
+                match ev {
+                    SinkEvent::Message { topic, payload } => {
+                        sink.deliver(topic, payload);
+                    }
+                    SinkEvent::Lost(why) => sink.lost(why),
+                    SinkEvent::Restored => sink.restored(),
+                    _ => {}
+                }
+            }
+        });
+        self.inner.subscribe(topics, mine)
+    }
+
+    fn publish(
+        &self,
+        topic: &str,
+        payload: Bytes,
+    ) -> EngineFuture<'static, Result<(), EngineError>> {
+        if self.cut.load(Ordering::Relaxed) {
+            return Box::pin(async { Ok(()) });
+        }
+        self.inner.publish(topic, payload)
+    }
+
+    fn close(&self) -> EngineFuture<'_, ()> {
+        self.inner.close()
+    }
+}
+
+/// The app every node runs: `whoami` answers the connection's id.
+fn app() -> wsu::ServerBuilder {
+    Server::builder()
+        .collect_registered(false)
+        .on("whoami", |s: Socket, _d: Value| async move {
+            Json(s.id().to_string())
+        })
+}
+
+/// Three (or `n`) nodes of one cluster, each serving on its own port, once every node sees
+/// all the others.
+pub struct Nodes {
+    /// The nodes.
+    pub nodes: Vec<TestServer>,
+    /// Per node, the flag that cuts it off (see [`Severable`]).
+    pub cut: Vec<Arc<AtomicBool>>,
+}
+
+impl Nodes {
+    /// Start `n` nodes on engines from `factory`, with topic prefix `prefix`.
+    pub async fn start(factory: &EngineFactory, prefix: &str, n: usize) -> Nodes {
+        let mut nodes = Vec::new();
+        let mut cut = Vec::new();
+        for _ in 0..n {
+            let (engine, flag) = Severable::new(factory().await);
+            let server = app()
+                .engine(engine)
+                .cluster(test_config(prefix))
+                .build()
+                .expect("build node");
+            nodes.push(TestServer::start(server).await);
+            cut.push(flag);
+        }
+        let nodes = Nodes { nodes, cut };
+        nodes.wait_peers(n - 1).await;
+        nodes
+    }
+
+    /// Wait until every node that is not cut off sees exactly `peers` other nodes.
+    pub async fn wait_peers(&self, peers: usize) {
+        eventually("cluster membership", || {
+            self.nodes
+                .iter()
+                .zip(&self.cut)
+                .filter(|(_, c)| !c.load(Ordering::Relaxed))
+                .all(|(n, _)| n.server.cluster().expect("clustered").peers().len() == peers)
+        })
+        .await;
+    }
+
+    /// The server of node `i`.
+    pub fn server(&self, i: usize) -> &Server {
+        &self.nodes[i].server
+    }
+
+    /// Connect a client to node `i`, wait for its connect phase, and learn its id.
+    pub async fn client(&self, i: usize) -> (Client, SocketId) {
+        let mut c = self.nodes[i].client().await;
+        c.ready().await;
+        c.emit_ack("whoami", json!(null), "whoami").await;
+        let got = c.recv_where("ack", None).await;
+        let id = SocketId::parse(got["data"].as_str().expect("id")).expect("socket id");
+        (c, id)
+    }
+
+    /// Stop every node (gracefully) and check that each one's gauges are back to zero.
+    pub async fn stop(self) {
+        for n in self.nodes {
+            let server = n.server.clone();
+            n.stop().await;
+            let s = server.stats();
+            assert_eq!((s.connections, s.rooms, s.pending_acks), (0, 0, 0), "{s:?}");
+        }
+    }
+}
+
+/// Poll `cond` until it holds; panics after 10 s.
+pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn join(c: &mut Client, room: &str) {
+    c.send(json!({"type": "join", "namespace": "/", "room": room, "ackId": "j"}))
+        .await;
+    let m = c.recv_where("ack", None).await;
+    assert_eq!(m["ackId"], "j", "{m}");
+}
+
+/// The next event, skipping anything else; asserts its name and returns its data.
+pub async fn event(c: &mut Client, name: &str) -> Value {
+    let m = c.recv_where("event", None).await;
+    assert_eq!(m["event"], name, "{m}");
+    m["data"].clone()
+}
+
+/// Broadcasts to the namespace reach every node's clients, wherever they were sent from.
+pub async fn broadcast(factory: EngineFactory, prefix: &str) {
+    let nodes = Nodes::start(&factory, prefix, 3).await;
+    let mut clients = Vec::new();
+    for i in 0..3 {
+        clients.push(nodes.client(i).await.0);
+    }
+    for from in 0..3 {
+        let d = nodes
+            .server(from)
+            .emit("news", &json!({ "from": from }))
+            .expect("emit");
+        assert_eq!(d.queued, 1);
+        assert_ne!(d.published, Published::Failed);
+        assert_ne!(d.published, Published::NotClustered);
+        for c in &mut clients {
+            assert_eq!(event(c, "news").await, json!({ "from": from }));
+        }
+    }
+    let d = nodes
+        .server(1)
+        .of("/")
+        .emit_confirmed("news", &"confirmed")
+        .await
+        .expect("emit");
+    assert_eq!(d.published, Published::Confirmed);
+    for c in &mut clients {
+        assert_eq!(event(c, "news").await, json!("confirmed"));
+    }
+    // A local broadcast stays on its node.
+    nodes
+        .server(0)
+        .of("/")
+        .local()
+        .emit("here", &0)
+        .expect("emit");
+    nodes.server(0).emit("marker", &0).expect("emit");
+    assert_eq!(event(&mut clients[0], "here").await, json!(0));
+    for c in &mut clients {
+        assert_eq!(event(c, "marker").await, json!(0));
+    }
+    let s = nodes.server(2).stats();
+    assert_eq!(s.cluster_nodes, 3);
+    assert!(s.cluster_connected);
+    assert!(s.cluster_received > 0 && s.cluster_published > 0, "{s:?}");
+    nodes.stop().await;
+}
+
+/// Rooms, `except` (a connection or a room) and multi-room dedup, across nodes.
+pub async fn rooms_except_dedup(factory: EngineFactory, prefix: &str) {
+    let nodes = Nodes::start(&factory, prefix, 3).await;
+    let (mut c1, id1) = nodes.client(0).await; // rooms a, b
+    let (mut c2, _) = nodes.client(1).await; // room a
+    let (mut c3, _) = nodes.client(2).await; // room b
+    let (mut c4, _) = nodes.client(2).await; // no room
+    let (mut c5, _) = nodes.client(1).await; // rooms a, muted
+    join(&mut c1, "a").await;
+    join(&mut c1, "b").await;
+    join(&mut c2, "a").await;
+    join(&mut c3, "b").await;
+    join(&mut c5, "a").await;
+    join(&mut c5, "muted").await;
+
+    // Union of rooms, each member once, from a node with no member.
+    nodes
+        .server(2)
+        .to("a")
+        .to("b")
+        .emit("ab", &1)
+        .expect("emit");
+    nodes.server(2).emit("marker", &1).expect("emit");
+    for c in [&mut c1, &mut c2, &mut c3, &mut c5] {
+        assert_eq!(event(c, "ab").await, json!(1));
+        assert_eq!(
+            event(c, "marker").await,
+            json!(1),
+            "a member got `ab` twice"
+        );
+    }
+    assert_eq!(event(&mut c4, "marker").await, json!(1), "c4 is in no room");
+
+    // Except a (remote) connection and a room.
+    nodes
+        .server(1)
+        .to("a")
+        .to("b")
+        .except(id1)
+        .except_room("muted")
+        .emit("ab", &2)
+        .expect("emit");
+    nodes.server(1).emit("marker", &2).expect("emit");
+    for c in [&mut c2, &mut c3] {
+        assert_eq!(event(c, "ab").await, json!(2));
+    }
+    for c in [&mut c1, &mut c2, &mut c3, &mut c4, &mut c5] {
+        assert_eq!(event(c, "marker").await, json!(2), "excluded but received");
+    }
+    nodes.stop().await;
+}
+
+/// Queries and operations on remote connections: fetch_sockets, rooms, socket_rooms, counts,
+/// sockets_join / sockets_leave, and disconnect by id.
+pub async fn remote_queries(factory: EngineFactory, prefix: &str) {
+    let nodes = Nodes::start(&factory, prefix, 3).await;
+    let (mut c0, id0) = nodes.client(0).await;
+    let (mut c1, id1) = nodes.client(1).await;
+    let (mut c2, id2) = nodes.client(2).await;
+    join(&mut c1, "r1").await;
+    join(&mut c2, "r2").await;
+    let a = nodes.server(0);
+    let cluster = a.cluster().expect("clustered");
+
+    let all = a.of("/").fetch_sockets().await.expect("fetch");
+    let mut ids: Vec<SocketId> = all.iter().map(|s| s.id).collect();
+    let mut want = vec![id0, id1, id2];
+    ids.sort();
+    want.sort();
+    assert_eq!(ids, want);
+    let on_b = all.iter().find(|s| s.id == id1).expect("c1");
+    assert_eq!(
+        on_b.node,
+        nodes.server(1).cluster().expect("c").node_id(),
+        "reported node"
+    );
+    assert_eq!(on_b.rooms, vec!["r1".to_owned()]);
+
+    assert_eq!(cluster.rooms("/").await.expect("rooms"), vec!["r1", "r2"]);
+    assert_eq!(
+        cluster.socket_rooms("/", id2).await.expect("rooms of c2"),
+        Some(vec!["r2".to_owned()])
+    );
+    let in_r1 = a.to("r1").fetch_sockets().await.expect("fetch r1");
+    assert_eq!(in_r1.len(), 1);
+    assert_eq!(in_r1[0].id, id1);
+
+    // Join everyone (across nodes) to "all", then a room broadcast reaches all three.
+    assert_eq!(a.of("/").sockets_join("all").await.expect("join"), 3);
+    a.to("all").emit("hi", &"all").expect("emit");
+    for c in [&mut c0, &mut c1, &mut c2] {
+        assert_eq!(event(c, "hi").await, json!("all"));
+    }
+    // A remote connection leaves a room.
+    assert_eq!(
+        a.of("/")
+            .socket(id2)
+            .sockets_leave("all")
+            .await
+            .expect("leave"),
+        1
+    );
+    assert_eq!(
+        cluster.socket_rooms("/", id2).await.expect("rooms"),
+        Some(vec!["r2".to_owned()])
+    );
+    assert_eq!(a.to("all").fetch_sockets().await.expect("fetch").len(), 2);
+
+    // Disconnect a remote connection by id.
+    assert!(cluster.disconnect(id2).await.expect("disconnect"));
+    match c2.closed().await {
+        crate::Closed::Frame(code, _) => assert_eq!(code, 1000),
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+    eventually("c2 gone", || nodes.server(2).stats().connections == 0).await;
+    assert_eq!(a.of("/").fetch_sockets().await.expect("fetch").len(), 2);
+    assert!(!cluster.disconnect(id2).await.expect("disconnect"));
+    nodes.stop().await;
+}
+
+async fn answer_acks(mut c: Client, answer: Value) -> Client {
+    let m = c.recv_where("event", Some("vote")).await;
+    let ack = m["ackId"].as_str().expect("ackId").to_owned();
+    c.send(json!({"type": "ack", "namespace": "/", "ackId": ack, "data": answer}))
+        .await;
+    c
+}
+
+/// A broadcast with ack gets every answer from every node, with the expected count.
+pub async fn broadcast_acks(factory: EngineFactory, prefix: &str) {
+    let nodes = Nodes::start(&factory, prefix, 3).await;
+    let mut tasks = Vec::new();
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        for k in 0..2 {
+            let (mut c, id) = nodes.client(i).await;
+            join(&mut c, "voters").await;
+            ids.push(id);
+            tasks.push(tokio::spawn(answer_acks(c, json!(i * 10 + k))));
+        }
+    }
+    let report = nodes
+        .server(1)
+        .to("voters")
+        .emit_with_ack::<_, u32>("vote", &"?", Duration::from_secs(3))
+        .await
+        .expect("emit");
+    assert_eq!(report.expected, 6, "{report:?}");
+    assert!(report.missing_nodes.is_empty(), "{report:?}");
+    assert!(report.is_complete(), "{report:?}");
+    let mut got: Vec<u32> = report
+        .answers
+        .iter()
+        .map(|(_, r)| *r.as_ref().expect("ack"))
+        .collect();
+    got.sort();
+    assert_eq!(got, vec![0, 1, 10, 11, 20, 21]);
+    let mut answered: Vec<SocketId> = report.answers.iter().map(|(id, _)| *id).collect();
+    answered.sort();
+    ids.sort();
+    assert_eq!(answered, ids);
+    for t in tasks {
+        t.await.expect("client task");
+    }
+    nodes.stop().await;
+}
+
+/// A node that is gone: a broadcast with ack reports it missing (and still gets the others'
+/// answers); queries time out naming it until the membership drops it, then succeed.
+pub async fn node_gone(factory: EngineFactory, prefix: &str) {
+    let nodes = Nodes::start(&factory, prefix, 3).await;
+    let mut tasks = Vec::new();
+    for i in 0..3 {
+        let (mut c, _) = nodes.client(i).await;
+        join(&mut c, "voters").await;
+        tasks.push(tokio::spawn(answer_acks(c, json!(i))));
+    }
+    let gone = nodes.server(2).cluster().expect("c").node_id().to_owned();
+    nodes.cut[2].store(true, Ordering::Relaxed);
+    let report = nodes
+        .server(0)
+        .to("voters")
+        .emit_with_ack::<_, u32>("vote", &"?", Duration::from_secs(2))
+        .await
+        .expect("emit");
+    assert_eq!(report.missing_nodes, vec![gone.clone()], "{report:?}");
+    assert_eq!(report.expected, 2, "{report:?}");
+    let mut got: Vec<u32> = report
+        .answers
+        .iter()
+        .map(|(_, r)| *r.as_ref().expect("ack"))
+        .collect();
+    got.sort();
+    assert_eq!(got, vec![0, 1]);
+    // Until the node timeout, it is still a member: a query waits for it and names it.
+    match nodes.server(0).of("/").fetch_sockets().await {
+        Err(wsu::cluster::ClusterError::Timeout { missing }) => assert_eq!(missing, vec![gone]),
+        Ok(s) => {
+            // The membership already dropped it (a slow machine): only live nodes answered.
+            assert_eq!(s.len(), 2);
+        }
+        Err(e) => panic!("{e}"),
+    }
+    nodes.wait_peers(1).await;
+    let live = nodes
+        .server(0)
+        .of("/")
+        .fetch_sockets()
+        .await
+        .expect("fetch");
+    assert_eq!(
+        live.len(),
+        2,
+        "the cut-off node's connections are gone from queries"
+    );
+    assert!(nodes.server(0).stats().cluster_request_timeouts >= 1);
+    for t in tasks.into_iter().take(2) {
+        t.await.expect("client task");
+    }
+    nodes.stop().await;
+}
+
+/// What a suite's setup returns: the engine factory, and whatever must live as long as the
+/// test (a broker child process).
+pub type Setup = (EngineFactory, Box<dyn std::any::Any + Send>);
+
+/// Generate the suite's tests for one engine: `cluster_suite!(setup)` where
+/// `async fn setup(test: &str) -> Option<Setup>` (`None`: the broker is not available, the test
+/// is skipped with a message; under CI it fails in `setup`).
+#[macro_export]
+macro_rules! cluster_suite {
+    ($setup:path) => {
+        $crate::cluster_suite!(@one $setup, broadcast);
+        $crate::cluster_suite!(@one $setup, rooms_except_dedup);
+        $crate::cluster_suite!(@one $setup, remote_queries);
+        $crate::cluster_suite!(@one $setup, broadcast_acks);
+        $crate::cluster_suite!(@one $setup, node_gone);
+    };
+    (@one $setup:path, $name:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let Some((factory, _guard)) = $setup(stringify!($name)).await else {
+                return;
+            };
+            let prefix = $crate::services::unique_prefix(stringify!($name));
+            $crate::cluster::$name(factory, &prefix).await;
+        }
+    };
+}
