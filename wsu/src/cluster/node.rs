@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::engine::{Engine, EngineError, EngineFuture, EngineSink, SinkEvent};
-use super::wire::{self, Filter, Header, Kind, Op, Res};
+use super::wire::{self, Filter, Header, Kind, Op, Res, WireAck};
 use super::{ClusterConfig, ClusterError};
 use crate::server::{Inner, Server};
 use crate::sync::lock;
@@ -39,6 +39,7 @@ pub(crate) enum Handed {
 }
 
 type Responses = mpsc::Sender<(String, Res)>;
+type Outcome = EngineFuture<'static, Result<(), EngineError>>;
 
 pub(crate) struct Node {
     pub(crate) id: String,
@@ -54,9 +55,8 @@ pub(crate) struct Node {
     connected: AtomicBool,
     pub(crate) counters: ClusterCounters,
     /// Publish outcomes not known yet, counted by the node's loop.
-    outcomes: mpsc::UnboundedSender<EngineFuture<'static, Result<(), EngineError>>>,
-    outcomes_rx:
-        Mutex<Option<mpsc::UnboundedReceiver<EngineFuture<'static, Result<(), EngineError>>>>>,
+    outcomes: mpsc::UnboundedSender<Outcome>,
+    outcomes_rx: Mutex<Option<mpsc::UnboundedReceiver<Outcome>>>,
     stop: watch::Sender<bool>,
     started: OnceLock<()>,
 }
@@ -263,6 +263,65 @@ impl Node {
         (out, missing)
     }
 
+    /// Collect a broadcast-with-ack request: every node's count (within the request timeout),
+    /// then the answers of those that counted (within the ack timeout plus the request
+    /// timeout). Returns the expected count, the answers and the nodes that never counted.
+    pub(crate) async fn collect_acks(
+        &self,
+        mut req: OpenRequest,
+        timeout: std::time::Duration,
+    ) -> (usize, Vec<WireAck>, Vec<String>) {
+        let asked = req.expected.clone();
+        let start = Instant::now();
+        let count_deadline = start + self.config.request_timeout;
+        let answers_deadline = start + timeout + self.config.request_timeout;
+        let mut counted: HashSet<String> = HashSet::new();
+        let mut done: HashSet<String> = HashSet::new();
+        let mut expected = 0;
+        let mut acks = Vec::new();
+        loop {
+            let waiting_counts = counted.len() < req.expected.len();
+            if !waiting_counts && done.len() == counted.len() {
+                break;
+            }
+            let deadline = if waiting_counts {
+                count_deadline
+            } else {
+                answers_deadline
+            };
+            match tokio::time::timeout_at(deadline, req.rx.recv()).await {
+                Ok(Some((from, Res::AckCount { n }))) if req.expected.contains(&from) => {
+                    if counted.insert(from) {
+                        expected += n;
+                    }
+                }
+                Ok(Some((from, Res::Acks { acks: a })))
+                    if counted.contains(&from) && !done.contains(&from) =>
+                {
+                    done.insert(from);
+                    acks.extend(a);
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => {
+                    if !waiting_counts {
+                        break;
+                    }
+                    // Nodes that never counted are missing; wait for the others' answers.
+                    req.expected.retain(|n| counted.contains(n));
+                }
+            }
+        }
+        // A node that never reported its count is missing (its connections are in neither
+        // `expected` nor the answers); one that counted but whose answers did not arrive in
+        // time has its connections in `expected` without answers.
+        let mut missing: Vec<String> = asked.difference(&counted).cloned().collect();
+        missing.sort();
+        if !missing.is_empty() || done.len() < counted.len() {
+            self.counters.request_timeouts.fetch_add(1, Relaxed);
+        }
+        (expected, acks, missing)
+    }
+
     fn respond(&self, to: &str, id: u64, res: Res) {
         let mut h = Header::new(&self.id, Kind::Response);
         h.id = Some(id);
@@ -285,7 +344,7 @@ impl Node {
     async fn run(
         self: Arc<Self>,
         server: Weak<Inner>,
-        mut outcomes: mpsc::UnboundedReceiver<EngineFuture<'static, Result<(), EngineError>>>,
+        mut outcomes: mpsc::UnboundedReceiver<Outcome>,
     ) {
         let (sink, mut rx) = EngineSink::channel(self.config.inbound_capacity);
         let topics = vec![self.topic_all.clone(), self.topic_self.clone()];

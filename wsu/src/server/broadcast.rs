@@ -412,62 +412,10 @@ impl Broadcast {
                 event: event.to_owned(),
                 timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
             };
-            let Ok(mut req) = node.open_request(None, filter.clone(), op, raw.get().as_bytes())
-            else {
+            let Ok(req) = node.open_request(None, filter.clone(), op, raw.get().as_bytes()) else {
                 return (0, Vec::new(), node.peers());
             };
-            let asked = req.expected.clone();
-            let start = tokio::time::Instant::now();
-            let count_deadline = start + node.config.request_timeout;
-            let answers_deadline = start + timeout + node.config.request_timeout;
-            let mut counted: HashSet<String> = HashSet::new();
-            let mut done: HashSet<String> = HashSet::new();
-            let mut expected = 0;
-            let mut acks = Vec::new();
-            loop {
-                let waiting_counts = counted.len() < req.expected.len();
-                let deadline = if waiting_counts {
-                    count_deadline
-                } else {
-                    answers_deadline
-                };
-                if !waiting_counts && done.len() == counted.len() {
-                    break;
-                }
-                match tokio::time::timeout_at(deadline, req.rx.recv()).await {
-                    Ok(Some((from, res))) if req.expected.contains(&from) => match res {
-                        Res::AckCount { n } => {
-                            if counted.insert(from) {
-                                expected += n;
-                            }
-                        }
-                        Res::Acks { acks: a } => {
-                            if counted.contains(&from) && done.insert(from) {
-                                acks.extend(a);
-                            }
-                        }
-                        _ => {}
-                    },
-                    Ok(Some(_)) => {}
-                    Ok(None) | Err(_) => {
-                        if waiting_counts {
-                            // Nodes that never counted are missing; wait for the others.
-                            req.expected.retain(|n| counted.contains(n));
-                            if done.len() == counted.len() {
-                                break;
-                            }
-                        } else {
-                            break;
-                        }
-                    }
-                }
-            }
-            // A node that never reported its count is missing (its connections are in neither
-            // `expected` nor `answers`); one that counted but whose answers did not arrive in
-            // time has its connections in `expected` without answers.
-            let mut missing: Vec<String> = asked.difference(&counted).cloned().collect();
-            missing.sort();
-            (expected, acks, missing)
+            node.collect_acks(req, timeout).await
         };
         let (local_answers, (remote_n, remote_answers, missing_nodes)) =
             tokio::join!(local, remote);
