@@ -36,6 +36,14 @@
 //!   the server proves that the subscriptions are in place again.
 //! - A dead server is noticed at once when its socket closes, and otherwise within about three
 //!   [`ping_interval`](NatsEngineBuilder::ping_interval)s (500 ms by default).
+//!
+//! # Known limitation
+//!
+//! async-nats 0.46 bounds the TCP connect of a reconnection attempt by
+//! [`connection_timeout`](NatsEngineBuilder::connection_timeout) but not the wait for the
+//! server's `INFO` that follows: a peer that accepts connections and then never speaks (a wedged
+//! server, a black-holing proxy) stalls reconnection until that socket closes. Publishes keep
+//! failing at once with [`EngineError::Unavailable`] meanwhile; nothing blocks or panics.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};

@@ -331,3 +331,125 @@ async fn dropping_the_engine_unsubscribes() {
         );
     }
 }
+
+/// A TCP proxy in front of the server that can go silent: open connections swallow every byte
+/// both ways but stay open (a peer that hangs without closing), new ones are closed at once.
+struct Blackhole {
+    url: String,
+    silent: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Blackhole {
+    async fn start(upstream: &str) -> Blackhole {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let upstream = upstream.trim_start_matches("nats://").to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy");
+        let url = format!("nats://{}", listener.local_addr().expect("addr"));
+        let silent = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = silent.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                if flag.load(Ordering::Relaxed) {
+                    // New connections are refused while silent: async-nats 0.46 has no timeout
+                    // on the INFO handshake, so a connection that never speaks would hang the
+                    // reconnection for good (see the crate documentation).
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    continue;
+                };
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                for (mut from, mut to) in [(cr, sw), (sr, cw)] {
+                    let flag = flag.clone();
+                    tokio::spawn(async move {
+                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                        let mut buf = vec![0u8; 16 * 1024];
+                        loop {
+                            let n = match from.read(&mut buf).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            if !flag.load(Ordering::Relaxed)
+                                && to.write_all(&buf[..n]).await.is_err()
+                            {
+                                break;
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        Blackhole { url, silent, task }
+    }
+
+    fn silence(&self, on: bool) {
+        self.silent.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for Blackhole {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_server_is_noticed_by_pings() {
+    let Some(svc) = Service::start(Kind::Nats, "silent") else {
+        return;
+    };
+    let topic = format!("{}.all", unique_prefix("silent"));
+    let proxy = Blackhole::start(&svc.url()).await;
+    let a = NatsEngine::connect(&proxy.url)
+        .await
+        .expect("connect through the proxy");
+    let b = engine(&svc).await;
+    let mut ra = subscribed(&a, &[&topic], 64).await;
+    b.publish(&topic, Bytes::from_static(b"before"))
+        .await
+        .expect("publish");
+    assert_eq!(next_message(&mut ra).await.1, Bytes::from_static(b"before"));
+
+    let silenced = Instant::now();
+    proxy.silence(true);
+    match next_event(&mut ra, EVENTUALLY).await {
+        SinkEvent::Lost(_) => {}
+        other => panic!("expected Lost, got {other:?}"),
+    }
+    let lost_after = silenced.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while a.is_connected() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Stay silent long enough for reconnection attempts to hang on the proxy and time out.
+    for _ in 0..10 {
+        let r = resolved(
+            a.publish(&topic, Bytes::from_static(b"x")),
+            Duration::from_secs(1),
+        )
+        .await;
+        assert!(matches!(r, Err(EngineError::Unavailable(_))), "{r:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    let unsilenced = Instant::now();
+    proxy.silence(false);
+    match next_event(&mut ra, EVENTUALLY).await {
+        SinkEvent::Restored => {}
+        other => panic!("expected Restored, got {other:?}"),
+    }
+    let restored_after = unsilenced.elapsed();
+    b.publish(&topic, Bytes::from_static(b"after"))
+        .await
+        .expect("publish");
+    assert_eq!(next_message(&mut ra).await.1, Bytes::from_static(b"after"));
+    eprintln!(
+        "nats silent server: Lost {lost_after:?} after silence (pings every 500 ms); \
+         Restored {restored_after:?} after the server spoke again"
+    );
+}
