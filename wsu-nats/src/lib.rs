@@ -55,7 +55,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::{AbortHandle, JoinHandle};
-use tokio::time::{Instant, timeout};
+use tokio::time::timeout;
 use wsu::cluster::{Engine, EngineError, EngineFuture, EngineSink};
 
 /// Messages the publisher task takes from the queue at once (one flush each).
@@ -418,15 +418,11 @@ impl Engine for NatsEngine {
             if self.shared.closed.swap(true, Ordering::AcqRel) {
                 return;
             }
-            let deadline = Instant::now() + CLOSE_FLUSH;
             // Dropping the sender lets the publisher task finish what is queued, then stop.
             drop(lock(&self.queue).take());
             let publisher = lock(&self.publisher).take();
             if let Some(mut publisher) = publisher {
-                if timeout(deadline - Instant::now(), &mut publisher)
-                    .await
-                    .is_err()
-                {
+                if timeout(CLOSE_FLUSH, &mut publisher).await.is_err() {
                     tracing::warn!(url = %self.shared.url, "nats engine: queued publishes not flushed in time, dropped");
                     publisher.abort();
                 }
@@ -551,6 +547,10 @@ async fn monitor(
             Event::SlowConsumer(sid) => {
                 shared.slow_consumers.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(url = %shared.url, sid, "nats engine: slow consumer, the client dropped messages");
+            }
+            // A failed reconnection attempt; the Disconnected above was already logged.
+            Event::ClientError(e) => {
+                tracing::debug!(url = %shared.url, error = %e, "nats engine: reconnecting");
             }
             Event::Closed | Event::Draining => {
                 tracing::debug!(url = %shared.url, %event, "nats engine");
