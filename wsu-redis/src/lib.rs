@@ -48,8 +48,9 @@ mod subscriber;
 use publisher::{Outgoing, Publisher};
 use subscriber::Subscriber;
 
-/// How long [`Engine::close`] waits for the queued publishes to be sent.
-const CLOSE_FLUSH: Duration = Duration::from_secs(1);
+/// How long [`Engine::close`] waits for the publisher task, which flushes its queue within
+/// [`publisher::CLOSE_FLUSH`].
+const CLOSE_WAIT: Duration = Duration::from_millis(1200);
 
 /// State shared by the engine and its tasks.
 struct Shared {
@@ -320,18 +321,18 @@ impl Engine for RedisEngine {
         Box::pin(async move {
             if let Some(p) = publisher {
                 let abort = p.abort_handle();
-                if tokio::time::timeout(CLOSE_FLUSH, p).await.is_err() {
-                    tracing::warn!(url = %self.shared.url, "redis engine: publishes still queued after {CLOSE_FLUSH:?} on close, dropped");
-                    abort.abort();
+                match tokio::time::timeout(CLOSE_WAIT, p).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::error!("redis publisher task failed: {e}"),
+                    Err(_) => abort.abort(),
                 }
             }
             if let Some(s) = subscriber {
                 let abort = s.abort_handle();
-                if tokio::time::timeout(Duration::from_millis(100), s)
-                    .await
-                    .is_err()
-                {
-                    abort.abort();
+                match tokio::time::timeout(Duration::from_millis(200), s).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::error!("redis subscriber task failed: {e}"),
+                    Err(_) => abort.abort(),
                 }
             }
             self.shared.pub_up.store(false, Ordering::SeqCst);

@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use bytes::Bytes;
 use redis::aio::MultiplexedConnection;
@@ -15,6 +16,8 @@ use wsu::cluster::EngineError;
 use crate::Shared;
 use crate::conn::{self, Backoff, PING_EVERY, PING_TIMEOUT};
 
+/// How long the queue may take to flush when the engine closes.
+pub(crate) const CLOSE_FLUSH: Duration = Duration::from_secs(1);
 /// Most messages in one pipeline.
 const BATCH_MESSAGES: usize = 1024;
 /// A batch stops growing past this many payload bytes.
@@ -109,7 +112,12 @@ impl Publisher {
             tokio::select! {
                 biased;
                 () = conn::shutting_down(&mut self.shutdown) => {
-                    return self.flush(c, batch, pipe).await;
+                    if timeout(CLOSE_FLUSH, self.flush(c, batch, pipe)).await.is_err() {
+                        warn!(url = %self.shared.url, "redis publisher: queue not flushed within {CLOSE_FLUSH:?} on close");
+                        // What was being sent, or still queued, fails with `Closed` as the
+                        // task ends and drops it.
+                    }
+                    return Served::Stop;
                 }
                 () = c.dead.notified() => return Served::Lost("connection closed".into()),
                 first = self.rx.recv() => {
@@ -134,12 +142,7 @@ impl Publisher {
     }
 
     /// Send what is queued on closing (the caller bounds how long this may take).
-    async fn flush(
-        &mut self,
-        c: &mut Conn,
-        batch: &mut Vec<Outgoing>,
-        pipe: &mut Pipeline,
-    ) -> Served {
+    async fn flush(&mut self, c: &mut Conn, batch: &mut Vec<Outgoing>, pipe: &mut Pipeline) {
         while let Ok(first) = self.rx.try_recv() {
             fill(&mut self.rx, batch, first);
             if let Err(why) = send(&mut c.conn, batch, pipe).await {
@@ -149,7 +152,6 @@ impl Publisher {
                 break;
             }
         }
-        Served::Stop
     }
 
     /// Reconnect with backoff; meanwhile every queued publish fails with `Unavailable`.

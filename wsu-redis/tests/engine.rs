@@ -447,3 +447,75 @@ async fn connect_errors_name_the_url() {
         other => panic!("{other:?}"),
     }
 }
+
+/// `redis-server`'s pid, from `INFO server`.
+async fn server_pid(url: &str) -> String {
+    let client = redis::Client::open(url).expect("url");
+    let mut c = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("probe connection");
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut c)
+        .await
+        .expect("INFO");
+    info.lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .map(|p| p.trim().to_owned())
+        .expect("process_id in INFO")
+}
+
+fn signal(pid: &str, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, pid])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "kill {sig} {pid}");
+}
+
+/// A broker that hangs (SIGSTOP: the sockets stay open, nothing answers) is noticed by the PING
+/// probes, and the engine recovers when it resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hung_broker_is_noticed_by_ping() {
+    let Some(svc) = Service::start(Kind::Redis, "hung") else {
+        return;
+    };
+    if !svc.controllable() {
+        return;
+    }
+    let pid = server_pid(&svc.url()).await;
+    let a = connect(&svc.url()).await;
+    let b = connect(&svc.url()).await;
+    let topic = unique_prefix("hung");
+    let mut rx = subscribed(&a, &[&topic], 64).await;
+
+    signal(&pid, "-STOP");
+    let lost = wait_for(&mut rx, "Lost", |ev| matches!(ev, SinkEvent::Lost(_))).await;
+    let down = eventually("b notices", || !b.is_connected()).await;
+    eprintln!("hung broker: Lost after {lost:?}, b's publisher down after {down:?}");
+    // PING every 1 s, 1 s timeout.
+    assert!(lost < Duration::from_secs(5), "Lost after {lost:?}");
+    let r = within(
+        Duration::from_secs(1),
+        "publish outcome",
+        b.publish(&topic, Bytes::from_static(b"x")),
+    )
+    .await;
+    assert!(matches!(r, Err(EngineError::Unavailable(_))), "{r:?}");
+
+    signal(&pid, "-CONT");
+    let restored = wait_for(&mut rx, "Restored", |ev| *ev == SinkEvent::Restored).await;
+    eprintln!("resumed broker: Restored after {restored:?}");
+    eventually("b reconnects", || b.is_connected()).await;
+    publish_ok(&b, &topic, b"resumed").await;
+    wait_for(
+        &mut rx,
+        "the message published after resuming",
+        |ev| matches!(ev, SinkEvent::Message { payload, .. } if &payload[..] == b"resumed"),
+    )
+    .await;
+    a.close().await;
+    b.close().await;
+}
