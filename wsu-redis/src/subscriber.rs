@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use redis::aio::MultiplexedConnection;
@@ -20,11 +20,14 @@ use crate::{Shared, SubState};
 struct Router {
     topics: HashMap<Box<[u8]>, Arc<str>>,
     sink: EngineSink,
+    /// Pushes received: proof of life for a connection too busy to answer a PING in time.
+    seen: AtomicU64,
 }
 
 impl Router {
     /// Called by the connection's reader, in the order messages arrive: must not block.
     fn route(&self, info: PushInfo) {
+        self.seen.fetch_add(1, Ordering::Relaxed);
         if info.kind != PushKind::Message {
             return;
         }
@@ -59,6 +62,7 @@ impl Subscriber {
                 .map(|t| (Box::from(t.as_bytes()), Arc::from(t.as_str())))
                 .collect(),
             sink: self.sink.clone(),
+            seen: AtomicU64::new(0),
         });
         let mut first = Some(first);
         let mut backoff = Backoff::new();
@@ -80,7 +84,7 @@ impl Subscriber {
                             self.sink.restored();
                         }
                     }
-                    let Some(why) = self.watch(&mut c, &dead).await else {
+                    let Some(why) = self.watch(&mut c, &dead, &router).await else {
                         return;
                     };
                     self.shared.set_sub(SubState::Down);
@@ -113,10 +117,20 @@ impl Subscriber {
 
     /// Watch a subscribed connection: `Some(reason)` when it dies, `None` when the engine stops
     /// (or nobody listens any more).
-    async fn watch(&mut self, c: &mut MultiplexedConnection, dead: &Notify) -> Option<String> {
+    ///
+    /// A connection that received nothing for a tick gets a PING; it is dead if neither the
+    /// answer nor any message arrives within [`PING_TIMEOUT`] (under a flood of messages the
+    /// answer queues behind them: the messages prove the connection alive).
+    async fn watch(
+        &mut self,
+        c: &mut MultiplexedConnection,
+        dead: &Notify,
+        router: &Router,
+    ) -> Option<String> {
         let mut ping = interval(PING_EVERY);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         ping.reset();
+        let mut seen = router.seen.load(Ordering::Relaxed);
         loop {
             tokio::select! {
                 biased;
@@ -126,12 +140,19 @@ impl Subscriber {
                     if self.sink.is_closed() {
                         return None;
                     }
+                    let now = router.seen.load(Ordering::Relaxed);
+                    if now != seen {
+                        seen = now;
+                        continue;
+                    }
                     match timeout(PING_TIMEOUT, redis::cmd("PING").query_async::<()>(c)).await {
                         Ok(Ok(())) => {}
                         Ok(Err(e)) if !conn::is_connection_error(&e) => {}
                         Ok(Err(e)) => return Some(format!("PING failed: {e}")),
+                        Err(_) if router.seen.load(Ordering::Relaxed) != seen => {}
                         Err(_) => return Some("PING timed out".into()),
                     }
+                    seen = router.seen.load(Ordering::Relaxed);
                 }
             }
         }

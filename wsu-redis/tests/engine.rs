@@ -519,3 +519,57 @@ async fn hung_broker_is_noticed_by_ping() {
     a.close().await;
     b.close().await;
 }
+
+/// A flood of messages delays the answer to the subscription's PING behind them: that must not
+/// look like an outage (no `Lost`, nothing dropped). Also prints how fast it went (no timing is
+/// asserted): `cargo test -p wsu-redis --release -- --nocapture flood`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_is_not_an_outage() {
+    let Some(svc) = Service::start(Kind::Redis, "flood") else {
+        return;
+    };
+    let a = connect(&svc.url()).await;
+    let b = connect(&svc.url()).await;
+    let topic = unique_prefix("flood");
+    let mut rx = subscribed(&b, &[&topic], 1 << 17).await;
+    let payload = Bytes::from(vec![b'x'; 100]);
+
+    // One at a time, each awaited: the round trip.
+    const ONE_BY_ONE: usize = 2_000;
+    let t = Instant::now();
+    for _ in 0..ONE_BY_ONE {
+        assert_eq!(a.publish(&topic, payload.clone()).await, Ok(()));
+    }
+    let each = t.elapsed() / ONE_BY_ONE as u32;
+
+    // In chunks of 4096 queued at once, then awaited: the pipeline batches.
+    const N: usize = 100_000;
+    let t = Instant::now();
+    let mut sent = 0;
+    while sent < N {
+        let n = (N - sent).min(4096);
+        let futs: Vec<_> = (0..n).map(|_| a.publish(&topic, payload.clone())).collect();
+        for r in futures_util::future::join_all(futs).await {
+            assert_eq!(r, Ok(()));
+        }
+        sent += n;
+    }
+    let published = t.elapsed();
+    let mut got = 0;
+    while got < N + ONE_BY_ONE {
+        match next_event(&mut rx, "flood message").await {
+            SinkEvent::Message { .. } => got += 1,
+            other => panic!("during the flood: {other:?}"),
+        }
+    }
+    let received = t.elapsed();
+    eprintln!(
+        "100 B publishes: {each:?} each one at a time; {N} in chunks of 4096 published in \
+         {published:?}, received in {received:?} ({:.0}/s), {} dropped",
+        N as f64 / received.as_secs_f64(),
+        rx.dropped()
+    );
+    assert_eq!(rx.dropped(), 0);
+    a.close().await;
+    b.close().await;
+}
