@@ -17,3 +17,83 @@ async fn setup(_test: &str) -> Option<Setup> {
 }
 
 wsu_tests::cluster_suite!(setup);
+
+/// Without an engine the same operations work on the node's own connections, at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_node_operations() {
+    use serde_json::json;
+    use wsu::{Json, Published, Server, Socket};
+    let server = Server::builder()
+        .collect_registered(false)
+        .on("whoami", |s: Socket, _d: serde_json::Value| async move {
+            Json(s.id().to_string())
+        })
+        .build()
+        .expect("build");
+    assert!(server.cluster().is_none());
+    let ts = wsu_tests::TestServer::start(server.clone()).await;
+    let mut a = ts.client().await;
+    let mut b = ts.client().await;
+    a.ready().await;
+    b.ready().await;
+    assert_eq!(server.of("/").sockets_join("room").await.expect("join"), 2);
+    let d = server.to("room").emit("hi", &1).expect("emit");
+    assert_eq!((d.queued, d.published), (2, Published::NotClustered));
+    for c in [&mut a, &mut b] {
+        assert_eq!(c.recv_where("event", Some("hi")).await["data"], json!(1));
+    }
+    let listed = server.to("room").fetch_sockets().await.expect("fetch");
+    assert_eq!(listed.len(), 2);
+    let answer = |mut c: wsu_tests::Client, v: u32| async move {
+        let m = c.recv_where("event", Some("q")).await;
+        let id = m["ackId"].as_str().expect("ackId").to_owned();
+        c.send(json!({"type": "ack", "namespace": "/", "ackId": id, "data": v}))
+            .await;
+        c
+    };
+    let (ta, tb) = (tokio::spawn(answer(a, 1)), tokio::spawn(answer(b, 2)));
+    let report = server
+        .to("room")
+        .emit_with_ack::<_, u32>("q", &"?", std::time::Duration::from_secs(3))
+        .await
+        .expect("emit");
+    assert!(report.is_complete(), "{report:?}");
+    let mut got: Vec<u32> = report
+        .answers
+        .iter()
+        .map(|(_, r)| *r.as_ref().expect("ack"))
+        .collect();
+    got.sort();
+    assert_eq!(got, vec![1, 2]);
+    let (mut a, _b) = (ta.await.expect("a"), tb.await.expect("b"));
+    let one = listed[0].id;
+    assert_eq!(
+        server
+            .of("/")
+            .socket(one)
+            .sockets_leave("room")
+            .await
+            .expect("leave"),
+        1
+    );
+    assert_eq!(
+        server
+            .to("room")
+            .fetch_sockets()
+            .await
+            .expect("fetch")
+            .len(),
+        1
+    );
+    assert_eq!(
+        server
+            .of("/")
+            .disconnect_sockets()
+            .await
+            .expect("disconnect"),
+        2
+    );
+    let _ = a.closed().await;
+    ts.stop().await;
+    assert_eq!(server.stats().connections, 0);
+}
