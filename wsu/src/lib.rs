@@ -55,6 +55,13 @@
 //! - A connection is cleaned up (rooms, registry, gauges, pending acks) however its task ends,
 //!   and [`Server::shutdown`] returns within its grace period
 //!   ([`ServerBuilder::shutdown_timeout`]).
+//!
+//! ## Scale-out
+//! Several servers become one cluster with an engine on an existing broker
+//! ([`ServerBuilder::engine`]: `wsu-redis`, `wsu-nats`, or [`cluster::MemoryBroker`] in one
+//! process): broadcasts reach every node's connections, [`Broadcast`] queries and operations
+//! (`fetch_sockets`, `sockets_join`, `disconnect_sockets`, `emit_with_ack`) span the nodes, and
+//! [`Server::cluster`] reports the membership. See the [`cluster`] module.
 
 #![doc(html_root_url = "https://docs.rs/wsu/0.1.0")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
