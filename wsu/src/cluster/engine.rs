@@ -218,6 +218,11 @@ impl EngineReceiver {
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
+
+    /// The shared drop counter (the node's stats read it).
+    pub(crate) fn dropped_counter(&self) -> Arc<AtomicU64> {
+        self.dropped.clone()
+    }
 }
 
 impl<E: Engine + ?Sized> Engine for Box<E> {

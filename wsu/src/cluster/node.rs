@@ -24,7 +24,8 @@ pub(crate) struct ClusterCounters {
     pub(crate) published: AtomicU64,
     pub(crate) publish_failed: AtomicU64,
     pub(crate) received: AtomicU64,
-    pub(crate) dropped: AtomicU64,
+    /// The inbound queue's drop counter, once the node's loop has made the queue.
+    pub(crate) dropped: OnceLock<Arc<AtomicU64>>,
     pub(crate) invalid: AtomicU64,
     pub(crate) outages: AtomicU64,
     pub(crate) request_timeouts: AtomicU64,
@@ -347,6 +348,7 @@ impl Node {
         mut outcomes: mpsc::UnboundedReceiver<Outcome>,
     ) {
         let (sink, mut rx) = EngineSink::channel(self.config.inbound_capacity);
+        let _ = self.counters.dropped.set(rx.dropped_counter());
         let topics = vec![self.topic_all.clone(), self.topic_self.clone()];
         match self.engine.subscribe(topics, sink).await {
             Ok(()) => {
@@ -381,7 +383,6 @@ impl Node {
                     if server.strong_count() == 0 {
                         break;
                     }
-                    self.counters.dropped.store(rx.dropped(), Relaxed);
                     self.heartbeat(false);
                     self.expire_peers();
                 }

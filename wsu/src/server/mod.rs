@@ -239,7 +239,7 @@ impl Server {
             s.cluster_published = c.published.load(Relaxed);
             s.cluster_publish_failed = c.publish_failed.load(Relaxed);
             s.cluster_received = c.received.load(Relaxed);
-            s.cluster_dropped = c.dropped.load(Relaxed);
+            s.cluster_dropped = c.dropped.get().map_or(0, |d| d.load(Relaxed));
             s.cluster_invalid = c.invalid.load(Relaxed);
             s.cluster_outages = c.outages.load(Relaxed);
             s.cluster_request_timeouts = c.request_timeouts.load(Relaxed);
@@ -265,7 +265,9 @@ impl Server {
     /// registry, gauges, pending acks) without waiting for its hooks.
     ///
     /// In a cluster, the node then says goodbye to the others (they drop it from the
-    /// membership at once) and closes its engine.
+    /// membership at once; waiting at most 0.5 s for the broker) and closes its engine (which
+    /// flushes what it has queued, within its own bound: 1 s for `wsu-redis` and `wsu-nats`).
+    /// These come after the grace period.
     pub async fn shutdown(&self) {
         self.shutdown_connections().await;
         if let Some(node) = &self.inner.cluster {
