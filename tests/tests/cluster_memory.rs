@@ -97,3 +97,50 @@ async fn single_node_operations() {
     ts.stop().await;
     assert_eq!(server.stats().connections, 0);
 }
+
+/// Garbage and messages of another format version on the cluster's topics are dropped and
+/// counted; the node goes on working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_cluster_messages_are_counted() {
+    use serde_json::json;
+    let broker = MemoryBroker::new();
+    let make = {
+        let broker = broker.clone();
+        move || {
+            wsu::Server::builder()
+                .collect_registered(false)
+                .engine(broker.engine())
+                .cluster(wsu_tests::cluster::test_config("bad"))
+                .build()
+                .expect("build")
+        }
+    };
+    let (a, b) = (make(), make());
+    let tb = wsu_tests::TestServer::start(b.clone()).await;
+    let mut c = tb.client().await;
+    c.ready().await;
+    wsu_tests::cluster::eventually("peers", || {
+        a.cluster().expect("c").peers().len() == 1 && b.cluster().expect("c").peers().len() == 1
+    })
+    .await;
+    let rogue = broker.engine();
+    for payload in [
+        &b"no header line"[..],
+        b"{not json}\n",
+        br#"{"v":2,"node":"ffffffffffffffff","kind":"b","filter":{"ns":"/"}}
+{"type":"event","namespace":"/","event":"x"}"#,
+    ] {
+        rogue
+            .publish("bad.all", bytes::Bytes::copy_from_slice(payload))
+            .await
+            .expect("publish");
+    }
+    wsu_tests::cluster::eventually("invalid counted", || b.stats().cluster_invalid >= 3).await;
+    a.emit("still", &"working").expect("emit");
+    assert_eq!(
+        c.recv_where("event", Some("still")).await["data"],
+        json!("working")
+    );
+    tb.stop().await;
+    a.shutdown().await;
+}
