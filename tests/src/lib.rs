@@ -15,6 +15,16 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 use wsu::Server;
 
+/// Whether a text message is the server's `hello` frame (PROTOCOL.md §3.1), which the helpers
+/// skip (tests of the hello itself read frames without them).
+pub fn is_hello(text: &str) -> bool {
+    text.starts_with(r#"{"type":"hello","#)
+}
+
+fn is_hello_bytes(b: &[u8]) -> bool {
+    b.starts_with(br#"{"type":"hello","#)
+}
+
 /// How long a test waits for an expected frame before failing (never used to synchronise).
 pub const WAIT: Duration = Duration::from_secs(5);
 
@@ -108,7 +118,11 @@ impl Client {
             loop {
                 match self.ws.next().await {
                     Some(Ok(Message::Text(t))) => {
-                        return serde_json::from_str(&t).expect("server sent JSON");
+                        let v: Value = serde_json::from_str(&t).expect("server sent JSON");
+                        if v["type"] == "hello" {
+                            continue;
+                        }
+                        return v;
                     }
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                     other => panic!("expected a message, got {other:?}"),
@@ -196,6 +210,7 @@ impl Client {
         tokio::time::timeout(WAIT, async {
             loop {
                 match self.ws.next().await {
+                    Some(Ok(Message::Text(t))) if is_hello(t.as_str()) => continue,
                     Some(Ok(Message::Text(t))) => return t.as_str().to_owned(),
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                     other => panic!("expected a text message, got {other:?}"),
@@ -458,6 +473,7 @@ impl<S: tokio::io::AsyncRead + Unpin> RawWs<S> {
         loop {
             match self.read_frame().await {
                 Some(f) if f.opcode == opcode::PING => continue,
+                Some(f) if f.opcode == opcode::TEXT && is_hello_bytes(&f.payload) => continue,
                 Some(f) if f.opcode == opcode::TEXT => return f.json().expect("text frame"),
                 other => panic!("expected a text frame, got {other:?}"),
             }

@@ -97,6 +97,10 @@ where
     let id = server.next_id();
     let conn = ConnShared::new(id, &server.inner.config, request, remote_addr);
     let cleanup = Cleanup::new(server.clone(), conn.clone(), slot);
+    let cfg = &server.inner.config;
+    if cfg.hello && !cfg.echo_mode {
+        conn.send_own(crate::protocol::hello::encode(id, cfg).into());
+    }
     // A connection admitted while `shutdown` was listing connections is closed here instead.
     if server.is_shutting_down() {
         conn.request_close(CloseRequest::now(

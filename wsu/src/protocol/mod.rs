@@ -2,6 +2,7 @@
 
 pub(crate) mod close;
 pub(crate) mod envelope;
+pub(crate) mod hello;
 pub(crate) mod names;
 
 pub use close::CloseCode;

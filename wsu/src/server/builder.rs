@@ -587,6 +587,16 @@ impl ServerBuilder {
         self
     }
 
+    /// Whether every connection starts with a `hello` frame (default `false`): the connection
+    /// id, the protocol and server versions and the server's limits (maximum message size, ack
+    /// timeout, ping interval, rate limit…), which wsu's clients use, for example to refuse an
+    /// over-size message locally. Clients written for the seed print or ignore it; one that
+    /// fails on an unknown message type needs it off (PROTOCOL.md §3.1).
+    pub fn hello(mut self, on: bool) -> Self {
+        self.config.hello = on;
+        self
+    }
+
     /// Echo every text and binary message back unchanged, instead of decoding and dispatching
     /// it. Everything else is as usual: the same accept path, limits, heartbeats and close
     /// codes. For WebSocket conformance testing (Autobahn, `conformance/`) only: not public API.
