@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Tests of the wsu browser client (wsu/js/wsu.js) in headless Chromium against a real wsu server
 # (tests/src/bin/browser_server.rs), driven by playwright-core (tests/browser/test.mjs); then the
-# example chat app's page against its server (tests/browser/chat.test.mjs).
+# example chat app's page against its server (tests/browser/chat.test.mjs), and on two nodes of
+# a cluster through a child redis-server and nats-server (tests/browser/cluster.test.mjs).
 #
 # Needs node + npm and Chromium at /usr/bin/chromium (Debian's `chromium` package; Playwright's
 # own browser downloads are never used). In CI (CI set to anything but "" / "0" / "false"; .ci/run
@@ -67,4 +68,8 @@ WSU_BROWSER_SERVER="$target_dir/debug/browser_server" CHROMIUM="$chromium" \
 echo "== node --test chat.test.mjs (the example chat app)"
 WSU_CHAT_SERVER="$target_dir/debug/chat" CHROMIUM="$chromium" \
   timeout 180 node --test --test-reporter=spec chat.test.mjs
+echo "== node --test cluster.test.mjs (the chat app on two nodes: Redis, then NATS)"
+# Starts its own redis-server / nats-server children; a missing one FAILS in CI, else is SKIPPED.
+WSU_CHAT_SERVER="$target_dir/debug/chat" CHROMIUM="$chromium" \
+  timeout 300 node --test --test-reporter=spec cluster.test.mjs
 echo "== browser tests passed (screenshots in tests/browser/out/)"

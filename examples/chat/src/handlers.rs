@@ -1,6 +1,11 @@
 //! The handlers of namespace `/`: the seed's `chat` event, nicknames, rooms, messages, typing,
 //! and the cleanup when a connection ends. Each is an `async fn` with `#[ws_event]`, a typed
 //! payload, and its return value as the ack.
+//!
+//! In a cluster (see [`build_with_engine`](crate::build_with_engine)) the registry is per node,
+//! so what it describes is sent to this node's connections only (`.local()`: member lists and
+//! the join/leave/nick notices), while messages and typing are room broadcasts that reach every
+//! node.
 
 use serde_json::value::RawValue;
 use std::time::Instant;
@@ -80,8 +85,11 @@ pub async fn nick(
                     from: Some(from.clone()),
                     ts: now_ms(),
                 };
-                socket.to(room).emit("notice", &notice)?;
-                socket.to(room).emit("presence", &presence_of(room, &reg))?;
+                socket.to(room).local().emit("notice", &notice)?;
+                socket
+                    .to(room)
+                    .local()
+                    .emit("presence", &presence_of(room, &reg))?;
             }
         }
         NickChange::Resumed { from, rooms } => {
@@ -127,8 +135,11 @@ pub async fn room_join(
             from: None,
             ts: now_ms(),
         };
-        socket.to(room).emit("notice", &notice)?;
-        socket.to(room).emit("presence", &presence_of(room, &reg))?;
+        socket.to(room).local().emit("notice", &notice)?;
+        socket
+            .to(room)
+            .local()
+            .emit("presence", &presence_of(room, &reg))?;
     }
     Ok(result.joined)
 }
@@ -145,7 +156,7 @@ pub async fn room_leave(
     socket.leave(&left.room);
     if !left.members.is_empty() {
         announce_departure(
-            &socket.server().to(&left.room),
+            &socket.server().to(&left.room).local(),
             &left.room,
             NoticeKind::Leave,
             &left.nick,
@@ -167,6 +178,8 @@ pub async fn message(
     let posted = reg.post(*socket.id(), &req.room, &req.text, req.cid, now_ms())?;
     let m = posted.message;
     if !posted.duplicate {
+        // A room broadcast: it reaches the room's members on every node of a cluster (every
+        // member is in the wsu room of the same name, see `room_join`).
         socket.to(&m.room).emit("message", &m)?;
     }
     Ok(Sent { id: m.id, ts: m.ts })
@@ -204,7 +217,7 @@ pub(crate) fn tell_rooms(
     for (room, members) in departure.rooms {
         if !members.is_empty() {
             announce_departure(
-                &server.to(&room).except(id),
+                &server.to(&room).except(id).local(),
                 &room,
                 kind,
                 &departure.nick,

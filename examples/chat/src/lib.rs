@@ -31,6 +31,11 @@
 //! ## Configuration
 //! `WSU_ADDR` (default `127.0.0.1:8080`), `WSU_ORIGINS` (allowed origins, comma-separated;
 //! default the page's own), `CHAT_ADMIN_TOKEN` (enables `/admin`). See [`Config`].
+//!
+//! ## Several nodes
+//! The binary joins a cluster when `CHAT_REDIS_URL` or `CHAT_NATS_URL` is set
+//! ([`build_with_engine`]): messages and typing reach every node; nicknames, member lists and
+//! history are per node.
 
 pub mod admin;
 mod config;
@@ -43,6 +48,7 @@ use std::time::Duration;
 
 pub use config::{Config, Limits};
 pub use error::ChatError;
+use wsu::cluster::{ClusterConfig, Engine};
 use wsu::{BuildError, OriginPolicy, Server};
 
 /// The page at `/`.
@@ -63,7 +69,42 @@ pub const FAVICON_SVG: &str = include_str!("../static/favicon.svg");
 /// # Errors
 /// An invalid origin in `config.origins`.
 pub fn build(config: Config) -> Result<Server, BuildError> {
+    build_with_engine(
+        config,
+        None,
+        ClusterConfig::default().prefix(CLUSTER_PREFIX),
+    )
+}
+
+/// The default topic prefix of a chat cluster (`CHAT_CLUSTER_PREFIX`).
+pub const CLUSTER_PREFIX: &str = "chat";
+
+/// [`build`], as a node of a cluster when `engine` is given (`cluster`: its settings; unused
+/// without an engine). With an engine, build inside a tokio runtime.
+///
+/// ## What is per node
+/// The registry ([`presence`]) stays in each node's memory: nicknames (unique per node only),
+/// member lists, the `join`/`leave`/`nick` notices and `presence` lists (sent to this node's
+/// connections only, [`wsu::Broadcast::local`], so that a page's member list is its node's),
+/// room history, the room and user limits, and the admin namespace's `rooms`/`users`/`kick`.
+/// Cluster-wide: room broadcasts, that is messages (`message`, with ids unique across nodes,
+/// see [`presence::Presence::clustered`]), `typing`, the seed's `chat` event and admin
+/// announcements. Cluster-wide presence is for later.
+///
+/// # Errors
+/// An invalid origin in `config.origins`; invalid `cluster` settings; an engine outside a
+/// tokio runtime.
+pub fn build_with_engine(
+    config: Config,
+    engine: Option<Box<dyn Engine>>,
+    cluster: ClusterConfig,
+) -> Result<Server, BuildError> {
     let limits = config.limits.clone();
+    let presence = if engine.is_some() {
+        presence::Presence::clustered(limits.clone())
+    } else {
+        presence::Presence::new(limits.clone())
+    };
     let (per_second, burst) = limits.rate_limit;
     let mut builder = Server::builder()
         .collect_registered(false)
@@ -79,7 +120,7 @@ pub fn build(config: Config) -> Result<Server, BuildError> {
         .handler(admin::users)
         .handler(admin::announce)
         .handler(admin::kick)
-        .state(presence::Presence::new(limits.clone()))
+        .state(presence)
         .state(admin::AdminAuth::new(config.admin_token))
         // The seed example's ping interval.
         .ping_interval(Duration::from_secs(2))
@@ -103,6 +144,9 @@ pub fn build(config: Config) -> Result<Server, BuildError> {
         builder = builder.origins(OriginPolicy::any());
     } else if !config.origins.is_empty() {
         builder = builder.allowed_origins(&config.origins);
+    }
+    if let Some(engine) = engine {
+        builder = builder.engine(engine).cluster(cluster);
     }
     builder.build()
 }

@@ -112,6 +112,17 @@ impl Presence {
         }
     }
 
+    /// An empty registry for a node of a cluster: as [`Presence::new`], but message ids are
+    /// unique across nodes (see [`Registry::next_message_id`]), since a message posted on one
+    /// node reaches the pages of the others, which tell messages apart by id.
+    pub fn clustered(limits: Limits) -> Self {
+        let mut reg = Registry::new(limits);
+        reg.cluster_id_tag = Some(reg.keys.hash_one(0x6964_7467u64) % CLUSTER_ID_TAGS);
+        Presence {
+            inner: Mutex::new(reg),
+        }
+    }
+
     /// Lock the registry. Do not hold the guard across an `.await`.
     pub fn lock(&self) -> MutexGuard<'_, Registry> {
         // Every change below completes or leaves the registry as it was, so a panic elsewhere
@@ -129,6 +140,8 @@ pub struct Registry {
     nicks: HashMap<String, SocketId>,
     rooms: BTreeMap<String, Room>,
     last_message_id: u64,
+    /// In a cluster: the low bits of this node's message ids (see [`Registry::next_message_id`]).
+    cluster_id_tag: Option<u64>,
     keys: RandomState,
     last_key: u64,
     /// Random per registry (so per server process): [`NickAck::server`].
@@ -224,7 +237,22 @@ pub struct Departure {
     pub rooms: Vec<(String, Vec<String>)>,
 }
 
+/// Node tags of cluster message ids: the ids' low 10 bits.
+const CLUSTER_ID_TAGS: u64 = 1024;
+
 impl Registry {
+    /// The id of the next message posted at `now` (ms): on a single node 1, 2, 3...; on a node
+    /// of a cluster `now * 1024 + tag`, `tag` random per node (two nodes share one with a chance
+    /// of 1 in 1024), raised to keep increasing on this node. These ids order messages of all
+    /// nodes by time, and stay below 2^53 (exact in JavaScript) until the year 2248.
+    fn next_message_id(last: &mut u64, cluster_id_tag: Option<u64>, now: u64) -> u64 {
+        *last = match cluster_id_tag {
+            None => *last + 1,
+            Some(tag) => (now.saturating_mul(CLUSTER_ID_TAGS) + tag).max(*last + CLUSTER_ID_TAGS),
+        };
+        *last
+    }
+
     fn new(limits: Limits) -> Self {
         let keys = RandomState::new();
         let instance = format!("{:08x}", keys.hash_one(0x696e_7374u64) >> 32);
@@ -234,6 +262,7 @@ impl Registry {
             nicks: HashMap::new(),
             rooms: BTreeMap::new(),
             last_message_id: 0,
+            cluster_id_tag: None,
             keys,
             last_key: 0,
             instance,
@@ -453,9 +482,8 @@ impl Registry {
                 duplicate: true,
             });
         }
-        self.last_message_id += 1;
         let message = Message {
-            id: self.last_message_id,
+            id: Self::next_message_id(&mut self.last_message_id, self.cluster_id_tag, now),
             room,
             nick,
             text,
@@ -722,5 +750,40 @@ mod tests {
         assert!(reg.rooms_info().is_empty());
         assert_eq!(reg.find_nick("ANN"), None);
         assert_eq!(reg.find_nick("Bob"), Some(id(2)));
+    }
+
+    #[test]
+    fn message_ids_on_a_node_of_a_cluster_are_tagged_and_increasing() {
+        let presence = Presence::clustered(Limits::default());
+        let mut reg = presence.lock();
+        let tag = reg.cluster_id_tag.expect("clustered");
+        reg.set_nick(id(1), "ann", None, 0).expect("nick");
+        reg.join(id(1), "a").expect("join");
+        let now = 1_700_000_000_000;
+        let mut ids = Vec::new();
+        for (text, at) in [("1", now), ("2", now), ("3", now - 5), ("4", now + 10)] {
+            ids.push(
+                reg.post(id(1), "a", text, None, at)
+                    .expect("post")
+                    .message
+                    .id,
+            );
+        }
+        assert_eq!(ids[0], now * 1024 + tag);
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+        assert!(ids.iter().all(|i| i % 1024 == tag && *i < 1 << 53));
+        assert_eq!(ids[3], (now + 10) * 1024 + tag);
+        // On a single node: 1, 2, 3...
+        let mut single = Registry::new(Limits::default());
+        single.set_nick(id(1), "ann", None, 0).expect("nick");
+        single.join(id(1), "a").expect("join");
+        assert_eq!(
+            single
+                .post(id(1), "a", "x", None, now)
+                .expect("post")
+                .message
+                .id,
+            1
+        );
     }
 }
