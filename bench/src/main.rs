@@ -94,10 +94,21 @@ fn server(args: &[String]) -> Result<(), String> {
     let kind = args.first().ok_or(USAGE)?;
     let mut port = 0u16;
     let mut hb = settings::Heartbeat::DEFAULT;
+    let mut broker = None;
     let mut i = 1;
     while i < args.len() {
         match args[i].as_str() {
             "--port" => port = parse(value(args, &mut i, "--port")?, "--port")?,
+            "--redis" => {
+                broker = Some(servers::Broker::Redis(
+                    value(args, &mut i, "--redis")?.to_owned(),
+                ))
+            }
+            "--nats" => {
+                broker = Some(servers::Broker::Nats(
+                    value(args, &mut i, "--nats")?.to_owned(),
+                ))
+            }
             "--ping-interval-ms" => {
                 let ms = parse(
                     value(args, &mut i, "--ping-interval-ms")?,
@@ -116,7 +127,7 @@ fn server(args: &[String]) -> Result<(), String> {
         }
         i += 1;
     }
-    servers::run(kind, port, hb)
+    servers::run(kind, port, hb, broker)
 }
 
 fn counts(args: &[String]) -> Result<(), String> {
@@ -165,6 +176,7 @@ fn counts(args: &[String]) -> Result<(), String> {
 
 fn generator(args: &[String]) -> Result<(), String> {
     let (mut proto, mut addr, mut pid, mut plan) = (None, None, None, None);
+    let (mut addr2, mut pid2, mut broker_pid) = (None, None, None);
     let mut i = 0;
     while i < args.len() {
         match args[i].as_str() {
@@ -182,13 +194,34 @@ fn generator(args: &[String]) -> Result<(), String> {
                 )?)
             }
             "--pid" => pid = Some(parse::<u32>(value(args, &mut i, "--pid")?, "--pid")?),
+            "--addr2" => {
+                addr2 = Some(parse::<SocketAddr>(
+                    value(args, &mut i, "--addr2")?,
+                    "--addr2",
+                )?)
+            }
+            "--pid2" => pid2 = Some(parse::<u32>(value(args, &mut i, "--pid2")?, "--pid2")?),
+            "--broker-pid" => {
+                broker_pid = Some(parse::<u32>(
+                    value(args, &mut i, "--broker-pid")?,
+                    "--broker-pid",
+                )?)
+            }
             "--plan" => plan = Some(value(args, &mut i, "--plan")?.to_owned()),
             other => return Err(format!("unknown option {other}\n{USAGE}")),
         }
         i += 1;
     }
     match (proto, addr, pid, plan) {
-        (Some(proto), Some(addr), Some(pid), Some(plan)) => load::run(proto, addr, pid, &plan),
+        (Some(proto), Some(addr), Some(pid), Some(plan)) => {
+            let mut nodes = vec![(addr, pid)];
+            match (addr2, pid2) {
+                (Some(a), Some(p)) => nodes.push((a, p)),
+                (None, None) => {}
+                _ => return Err("--addr2 and --pid2 go together".to_owned()),
+            }
+            load::run(proto, nodes, broker_pid, &plan)
+        }
         _ => Err(format!(
             "gen needs --proto, --addr, --pid and --plan\n{USAGE}"
         )),
