@@ -302,7 +302,10 @@ const ROWS: [(&str, &str); 10] = [
         "broker CPU µs/delivery, 1 msg/round",
     ),
     ("cluster.x1.round_p50_ms", "round p50 ms, 1 msg/round"),
-    ("cluster.x10.deliveries_per_s", "deliveries/s, 10 msgs/round"),
+    (
+        "cluster.x10.deliveries_per_s",
+        "deliveries/s, 10 msgs/round",
+    ),
     (
         "cluster.x10.cross_deliveries_per_s",
         "  of which cross-node (node B)",
@@ -326,7 +329,7 @@ fn fmt(x: f64) -> String {
         let s = n.to_string();
         let mut out = String::new();
         for (i, c) in s.chars().enumerate() {
-            if i > 0 && (s.len() - i) % 3 == 0 {
+            if i > 0 && (s.len() - i).is_multiple_of(3) {
                 out.push(',');
             }
             out.push(c);
@@ -394,7 +397,9 @@ fn goal(med: &Medians) -> String {
             .copied()
             .unwrap_or(f64::NAN)
     };
-    let mut out = String::from("Goal: wsu-redis ≥ 1.5× sioxide-redis deliveries/s at ≤ its CPU per delivery\n");
+    let mut out = String::from(
+        "Goal: wsu-redis ≥ 1.5× sioxide-redis deliveries/s at ≤ its CPU per delivery\n",
+    );
     for (x, label) in [("x1", "1 msg/round"), ("x10", "10 msgs/round")] {
         let d = get("wsu-redis", &format!("cluster.{x}.deliveries_per_s"))
             / get(BASELINE, &format!("cluster.{x}.deliveries_per_s"));
@@ -458,10 +463,7 @@ pub(crate) fn run(opts: Opts) -> Result<(), String> {
                 programs.insert(broker.name(), p);
             }
             None => {
-                let why = format!(
-                    "{}-server is not installed",
-                    broker.name()
-                );
+                let why = format!("{}-server is not installed", broker.name());
                 if in_ci() {
                     return Err(format!(
                         "{why}. CI is set: a CI run never skips a setup (install it), or run \

@@ -369,22 +369,22 @@ pub(crate) fn run(opts: Opts) -> Result<(), String> {
         })
         .collect();
     let mut skipped = Vec::new();
-    if kinds.iter().any(|k| k.key == "node") {
-        if let Err(why) = node_ready() {
-            if in_ci() {
-                return Err(format!(
-                    "node socket.io cannot run: {why}. CI is set: a CI run never skips a server \
+    if kinds.iter().any(|k| k.key == "node")
+        && let Err(why) = node_ready()
+    {
+        if in_ci() {
+            return Err(format!(
+                "node socket.io cannot run: {why}. CI is set: a CI run never skips a server \
                      (install node and npm; `npm ci` in bench/node), or run with CI unset to \
                      skip it locally"
-                ));
-            }
-            eprintln!(
-                "SKIPPED: node socket.io: {why}. THIS SERVER DOES NOT RUN; CI is not set, so the \
-                 run goes on without it (with CI=true it fails)"
-            );
-            skipped.push(format!("node socket.io skipped: {why}"));
-            kinds.retain(|k| k.key != "node");
+            ));
         }
+        eprintln!(
+            "SKIPPED: node socket.io: {why}. THIS SERVER DOES NOT RUN; CI is not set, so the \
+                 run goes on without it (with CI=true it fails)"
+        );
+        skipped.push(format!("node socket.io skipped: {why}"));
+        kinds.retain(|k| k.key != "node");
     }
     if kinds.is_empty() {
         return Err("no server to run (--only names none that can run here)".to_owned());

@@ -237,13 +237,13 @@ impl G {
                 if link.node > 0 {
                     self.delivered_remote.set(self.delivered_remote.get() + 1);
                 }
-                if self.recording.get() {
-                    if let Some(t) = client::timestamp(m) {
-                        let us = now.saturating_sub(t) / 1000;
-                        self.latency
-                            .borrow_mut()
-                            .saturating_record(us.clamp(1, HIST_MAX_US));
-                    }
+                if self.recording.get()
+                    && let Some(t) = client::timestamp(m)
+                {
+                    let us = now.saturating_sub(t) / 1000;
+                    self.latency
+                        .borrow_mut()
+                        .saturating_record(us.clamp(1, HIST_MAX_US));
                 }
                 if d >= self.target.get() {
                     self.reached.notify_one();

@@ -47,9 +47,7 @@ pub(crate) async fn serve(port: u16, hb: Heartbeat, broker: Option<Broker>) -> s
             builder = builder.engine(engine);
         }
     }
-    let server = builder
-        .build()
-        .map_err(std::io::Error::other)?;
+    let server = builder.build().map_err(std::io::Error::other)?;
     let listener = super::bind(port).await?;
     server.serve(listener).await
 }
