@@ -1014,10 +1014,10 @@ fn named_syscalls() -> Vec<&'static str> {
 fn check(key: &str, f: &Figures) -> Vec<String> {
     let mut bad = Vec::new();
     let mut need = |what: &str, x: Option<f64>, min: f64| {
-        if let Some(v) = x {
-            if v.is_nan() || v < min {
-                bad.push(format!("{key}: {what} = {v:.3}, expected ≥ {min}"));
-            }
+        if let Some(v) = x
+            && (v.is_nan() || v < min)
+        {
+            bad.push(format!("{key}: {what} = {v:.3}, expected ≥ {min}"));
         }
     };
     need("syscalls/delivery ×1", value(f, false, Run::Rounds), 0.9);
@@ -1079,12 +1079,12 @@ pub(crate) fn run(opts: Opts) -> Result<(), String> {
         })
         .collect();
     let mut notes = Vec::new();
-    if kinds.iter().any(|k| k.key == "node") {
-        if let Err(why) = node_ready() {
-            eprintln!("SKIPPING node socket.io: {why}");
-            notes.push(format!("node socket.io skipped: {why}"));
-            kinds.retain(|k| k.key != "node");
-        }
+    if kinds.iter().any(|k| k.key == "node")
+        && let Err(why) = node_ready()
+    {
+        eprintln!("SKIPPING node socket.io: {why}");
+        notes.push(format!("node socket.io skipped: {why}"));
+        kinds.retain(|k| k.key != "node");
     }
     let out_dir = opts
         .out

@@ -7,14 +7,20 @@
 //! wsu-bench counts [--smoke] [--reps N] [--only ...] [--syscalls perf|strace] [--skip callgrind|syscalls]
 //!                  [--members M] [--rounds N] [--acks K] [--top N] [--out DIR]
 //!                                                     instructions and system calls per delivery and per ack
-//! wsu-bench server <wsu|sioxide|raw> [--port N] [--ping-interval-ms N] [--ping-timeout-ms N]
-//!                                                     one server under test
+//! wsu-bench cluster [--smoke] [--engine redis|nats] [--only wsu,sioxide] [--members N]
+//!                   [--reps N] [--ms T] [--out DIR]  broadcast across a two-node cluster
+//! wsu-bench server <wsu|sioxide|raw> [--port N] [--redis URL | --nats URL]
+//!                  [--ping-interval-ms N] [--ping-timeout-ms N]
+//!                                                     one server under test (a cluster node
+//!                                                     with a broker)
 //! wsu-bench gen --proto <wsu|sio> --addr HOST:PORT --pid PID --plan <smoke|quick|full-a|full-b|full-c>
+//!               [--addr2 HOST:PORT --pid2 PID] [--broker-pid PID]
 //! wsu-bench plot target/wsu-bench/results-full.json   redraw bench/*.png from saved results
 //! wsu-bench report target/wsu-bench/results-full.json print the tables of saved results again
 //! ```
 
 mod client;
+mod cluster;
 mod counts;
 mod load;
 mod orchestrate;
@@ -33,8 +39,12 @@ const USAGE: &str = "usage:
                 [--plans full-a,full-b,full-c] [--out DIR] [--wait-load LOAD] [--plots | --no-plots]
   wsu-bench counts [--smoke] [--reps N] [--only wsu,sioxide,node,raw] [--syscalls perf|strace]
                    [--skip callgrind|syscalls] [--members M] [--rounds N] [--acks K] [--top N] [--out DIR]
-  wsu-bench server <wsu|sioxide|raw> [--port N] [--ping-interval-ms N] [--ping-timeout-ms N]
+  wsu-bench cluster [--smoke] [--engine redis|nats] [--only wsu,sioxide] [--members N] [--reps N]
+                    [--ms T] [--out DIR]
+  wsu-bench server <wsu|sioxide|raw> [--port N] [--redis URL | --nats URL]
+                   [--ping-interval-ms N] [--ping-timeout-ms N]
   wsu-bench gen --proto <wsu|sio> --addr HOST:PORT --pid PID --plan <smoke|quick|full-a|full-b|full-c>
+                [--addr2 HOST:PORT --pid2 PID] [--broker-pid PID]
   wsu-bench plot target/wsu-bench/results-full.json   (redraw bench/*.png)
   wsu-bench report target/wsu-bench/results-full.json (print the tables again)";
 
@@ -94,10 +104,21 @@ fn server(args: &[String]) -> Result<(), String> {
     let kind = args.first().ok_or(USAGE)?;
     let mut port = 0u16;
     let mut hb = settings::Heartbeat::DEFAULT;
+    let mut broker = None;
     let mut i = 1;
     while i < args.len() {
         match args[i].as_str() {
             "--port" => port = parse(value(args, &mut i, "--port")?, "--port")?,
+            "--redis" => {
+                broker = Some(servers::Broker::Redis(
+                    value(args, &mut i, "--redis")?.to_owned(),
+                ))
+            }
+            "--nats" => {
+                broker = Some(servers::Broker::Nats(
+                    value(args, &mut i, "--nats")?.to_owned(),
+                ))
+            }
             "--ping-interval-ms" => {
                 let ms = parse(
                     value(args, &mut i, "--ping-interval-ms")?,
@@ -116,7 +137,7 @@ fn server(args: &[String]) -> Result<(), String> {
         }
         i += 1;
     }
-    servers::run(kind, port, hb)
+    servers::run(kind, port, hb, broker)
 }
 
 fn counts(args: &[String]) -> Result<(), String> {
@@ -163,8 +184,44 @@ fn counts(args: &[String]) -> Result<(), String> {
     counts::run(opts)
 }
 
+fn cluster(args: &[String]) -> Result<(), String> {
+    let mut opts = cluster::Opts {
+        smoke: false,
+        engine: None,
+        only: None,
+        members: None,
+        reps: None,
+        ms: None,
+        out: None,
+    };
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--smoke" => opts.smoke = true,
+            "--engine" => {
+                opts.engine = Some(match value(args, &mut i, "--engine")? {
+                    "redis" => cluster::BrokerKind::Redis,
+                    "nats" => cluster::BrokerKind::Nats,
+                    other => return Err(format!("--engine redis or --engine nats, not {other}")),
+                });
+            }
+            "--only" => opts.only = Some(list(value(args, &mut i, "--only")?)),
+            "--members" => {
+                opts.members = Some(parse(value(args, &mut i, "--members")?, "--members")?)
+            }
+            "--reps" => opts.reps = Some(parse(value(args, &mut i, "--reps")?, "--reps")?),
+            "--ms" => opts.ms = Some(parse(value(args, &mut i, "--ms")?, "--ms")?),
+            "--out" => opts.out = Some(value(args, &mut i, "--out")?.into()),
+            other => return Err(format!("unknown option {other}\n{USAGE}")),
+        }
+        i += 1;
+    }
+    cluster::run(opts)
+}
+
 fn generator(args: &[String]) -> Result<(), String> {
     let (mut proto, mut addr, mut pid, mut plan) = (None, None, None, None);
+    let (mut addr2, mut pid2, mut broker_pid) = (None, None, None);
     let mut i = 0;
     while i < args.len() {
         match args[i].as_str() {
@@ -182,13 +239,34 @@ fn generator(args: &[String]) -> Result<(), String> {
                 )?)
             }
             "--pid" => pid = Some(parse::<u32>(value(args, &mut i, "--pid")?, "--pid")?),
+            "--addr2" => {
+                addr2 = Some(parse::<SocketAddr>(
+                    value(args, &mut i, "--addr2")?,
+                    "--addr2",
+                )?)
+            }
+            "--pid2" => pid2 = Some(parse::<u32>(value(args, &mut i, "--pid2")?, "--pid2")?),
+            "--broker-pid" => {
+                broker_pid = Some(parse::<u32>(
+                    value(args, &mut i, "--broker-pid")?,
+                    "--broker-pid",
+                )?)
+            }
             "--plan" => plan = Some(value(args, &mut i, "--plan")?.to_owned()),
             other => return Err(format!("unknown option {other}\n{USAGE}")),
         }
         i += 1;
     }
     match (proto, addr, pid, plan) {
-        (Some(proto), Some(addr), Some(pid), Some(plan)) => load::run(proto, addr, pid, &plan),
+        (Some(proto), Some(addr), Some(pid), Some(plan)) => {
+            let mut nodes = vec![(addr, pid)];
+            match (addr2, pid2) {
+                (Some(a), Some(p)) => nodes.push((a, p)),
+                (None, None) => {}
+                _ => return Err("--addr2 and --pid2 go together".to_owned()),
+            }
+            load::run(proto, nodes, broker_pid, &plan)
+        }
         _ => Err(format!(
             "gen needs --proto, --addr, --pid and --plan\n{USAGE}"
         )),
@@ -247,6 +325,7 @@ fn main() {
         Some("all") => all(&args[1..]),
         Some("server") => server(&args[1..]),
         Some("counts") => counts(&args[1..]),
+        Some("cluster") => cluster(&args[1..]),
         Some("gen") => generator(&args[1..]),
         Some("plot") => replot(&args[1..]),
         Some("report") => reprint(&args[1..]),

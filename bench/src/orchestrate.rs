@@ -104,7 +104,7 @@ pub(crate) fn have(cmd: &str) -> bool {
 /// Whether this is a CI run: `CI` set to anything but "", "0" or "false" (`.ci/run` sets
 /// `CI=true`), the rule of `.ci/lib.sh`. Then a server that cannot run fails the run instead of
 /// being skipped.
-fn in_ci() -> bool {
+pub(crate) fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !matches!(v.as_str(), "" | "0" | "false"))
 }
 
@@ -148,10 +148,10 @@ pub(crate) fn pinned(cpu: usize, program: &Path, pin: bool) -> Command {
     }
 }
 
-struct Running {
-    child: Child,
-    pid: u32,
-    port: u16,
+pub(crate) struct Running {
+    pub(crate) child: Child,
+    pub(crate) pid: u32,
+    pub(crate) port: u16,
 }
 
 impl Drop for Running {
@@ -162,6 +162,12 @@ impl Drop for Running {
 }
 
 fn start_server(kind: Kind, pin: bool) -> Result<Running, String> {
+    start_server_with(kind, &[], pin)
+}
+
+/// Start the server `kind` with `extra` arguments (`--redis URL`...), pinned to core 0 if
+/// `pin`; wait until it listens.
+pub(crate) fn start_server_with(kind: Kind, extra: &[&str], pin: bool) -> Result<Running, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut cmd = if kind.key == "node" {
         let mut c = pinned(0, Path::new("node"), pin);
@@ -173,7 +179,7 @@ fn start_server(kind: Kind, pin: bool) -> Result<Running, String> {
         c
     } else {
         let mut c = pinned(0, &exe, pin);
-        c.args(["server", kind.key, "--port", "0"]);
+        c.args(["server", kind.key, "--port", "0"]).args(extra);
         c
     };
     let mut child = cmd
@@ -302,7 +308,7 @@ fn wait_for_load(max: f64) {
     }
 }
 
-fn median(v: &[f64]) -> f64 {
+pub(crate) fn median(v: &[f64]) -> f64 {
     let mut s: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
     if s.is_empty() {
         return f64::NAN;
@@ -363,22 +369,22 @@ pub(crate) fn run(opts: Opts) -> Result<(), String> {
         })
         .collect();
     let mut skipped = Vec::new();
-    if kinds.iter().any(|k| k.key == "node") {
-        if let Err(why) = node_ready() {
-            if in_ci() {
-                return Err(format!(
-                    "node socket.io cannot run: {why}. CI is set: a CI run never skips a server \
+    if kinds.iter().any(|k| k.key == "node")
+        && let Err(why) = node_ready()
+    {
+        if in_ci() {
+            return Err(format!(
+                "node socket.io cannot run: {why}. CI is set: a CI run never skips a server \
                      (install node and npm; `npm ci` in bench/node), or run with CI unset to \
                      skip it locally"
-                ));
-            }
-            eprintln!(
-                "SKIPPED: node socket.io: {why}. THIS SERVER DOES NOT RUN; CI is not set, so the \
-                 run goes on without it (with CI=true it fails)"
-            );
-            skipped.push(format!("node socket.io skipped: {why}"));
-            kinds.retain(|k| k.key != "node");
+            ));
         }
+        eprintln!(
+            "SKIPPED: node socket.io: {why}. THIS SERVER DOES NOT RUN; CI is not set, so the \
+                 run goes on without it (with CI=true it fails)"
+        );
+        skipped.push(format!("node socket.io skipped: {why}"));
+        kinds.retain(|k| k.key != "node");
     }
     if kinds.is_empty() {
         return Err("no server to run (--only names none that can run here)".to_owned());

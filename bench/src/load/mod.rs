@@ -48,6 +48,18 @@ pub(crate) struct G {
     pub(crate) proto: Proto,
     pub(crate) server: SocketAddr,
     pub(crate) pid: u32,
+    /// Every server (node) of the run: `server` first, then the other nodes of a cluster
+    /// (`gen --addr2`); connections are dialed to them in turn while `spread` is set.
+    pub(crate) nodes: Vec<SocketAddr>,
+    /// The processes whose CPU time a measurement window sums: `pid`, then the other nodes'.
+    pub(crate) pids: Vec<u32>,
+    /// The broker's process (a cluster run), whose CPU time is reported apart.
+    pub(crate) broker_pid: Option<u32>,
+    /// Dial connections to the nodes in turn (else always to `server`).
+    pub(crate) spread: Cell<bool>,
+    next_node: Cell<usize>,
+    /// Broadcast messages received on connections to a node other than the first.
+    pub(crate) delivered_remote: Cell<u64>,
     epoch: Instant,
     next_source: Cell<u32>,
     /// Record latencies (deliveries and acks) into the histograms.
@@ -83,11 +95,24 @@ pub(crate) struct G {
 }
 
 impl G {
-    pub(crate) fn new(proto: Proto, server: SocketAddr, pid: u32) -> Rc<G> {
+    /// A generator for the servers `nodes` (address, process), the first being the main one;
+    /// with the broker's process, if any.
+    pub(crate) fn new(
+        proto: Proto,
+        nodes: Vec<(SocketAddr, u32)>,
+        broker_pid: Option<u32>,
+    ) -> Rc<G> {
+        let (server, pid) = nodes[0];
         Rc::new(G {
             proto,
             server,
             pid,
+            nodes: nodes.iter().map(|n| n.0).collect(),
+            pids: nodes.iter().map(|n| n.1).collect(),
+            broker_pid,
+            spread: Cell::new(false),
+            next_node: Cell::new(0),
+            delivered_remote: Cell::new(0),
             epoch: Instant::now(),
             next_source: Cell::new(0),
             recording: Cell::new(false),
@@ -153,8 +178,15 @@ impl G {
     fn dial_options(&self, recv_buffer: Option<u32>) -> Dial {
         let n = self.next_source.get();
         self.next_source.set((n + 1) % SOURCES);
+        let server = if self.spread.get() {
+            let k = self.next_node.get();
+            self.next_node.set((k + 1) % self.nodes.len());
+            self.nodes[k]
+        } else {
+            self.server
+        };
         Dial {
-            server: self.server,
+            server,
             source: Ipv4Addr::new(127, 0, 0, 2 + n as u8),
             proto: self.proto,
             recv_buffer,
@@ -202,13 +234,16 @@ impl G {
             Incoming::Msg => {
                 let d = self.delivered.get() + 1;
                 self.delivered.set(d);
-                if self.recording.get() {
-                    if let Some(t) = client::timestamp(m) {
-                        let us = now.saturating_sub(t) / 1000;
-                        self.latency
-                            .borrow_mut()
-                            .saturating_record(us.clamp(1, HIST_MAX_US));
-                    }
+                if link.node > 0 {
+                    self.delivered_remote.set(self.delivered_remote.get() + 1);
+                }
+                if self.recording.get()
+                    && let Some(t) = client::timestamp(m)
+                {
+                    let us = now.saturating_sub(t) / 1000;
+                    self.latency
+                        .borrow_mut()
+                        .saturating_record(us.clamp(1, HIST_MAX_US));
                 }
                 if d >= self.target.get() {
                     self.reached.notify_one();
@@ -272,6 +307,8 @@ pub(crate) struct Link {
     /// The one outstanding join/leave and its waiter.
     rpc: RefCell<Option<(u64, oneshot::Sender<()>)>>,
     next_ack: Cell<u64>,
+    /// The node it is connected to (an index of `G::nodes`).
+    pub(crate) node: usize,
     pub(crate) ended: Cell<bool>,
     pub(crate) ended_notify: Notify,
 }
@@ -334,8 +371,15 @@ impl Drop for Handle {
 
 /// Start the reader task of a connected stream.
 pub(crate) fn spawn_link(g: &Rc<G>, c: Connected) -> Handle {
+    let node = c
+        .stream
+        .peer_addr()
+        .ok()
+        .and_then(|a| g.nodes.iter().position(|n| *n == a))
+        .unwrap_or(0);
     let (rd, wr) = c.stream.into_split();
     let link = Rc::new(Link {
+        node,
         w: tokio::sync::Mutex::new(wr),
         acker: Cell::new(false),
         paused: Cell::new(false),
@@ -505,10 +549,14 @@ pub(crate) async fn memberships(
     failures.get()
 }
 
-/// Server CPU time and wall time over a measurement window.
+/// Server CPU time and wall time over a measurement window (the servers' CPU times summed, for
+/// a cluster; the broker's apart).
 pub(crate) struct Window {
     user0: u64,
     system0: u64,
+    broker0: u64,
+    /// The broker's CPU nanoseconds of the window (set by `stop`).
+    broker: std::cell::Cell<f64>,
     t0: Instant,
     /// The server's user-space CPU nanoseconds of the window (set by `stop`).
     user: std::cell::Cell<f64>,
@@ -516,10 +564,12 @@ pub(crate) struct Window {
 
 impl Window {
     pub(crate) fn start(g: &G) -> Window {
-        let (user0, system0) = procfs::cpu_split_ns(g.pid).unwrap_or((0, 0));
+        let (user0, system0) = servers_cpu(g);
         Window {
             user0,
             system0,
+            broker0: g.broker_pid.and_then(procfs::cpu_ns).unwrap_or(0),
+            broker: std::cell::Cell::new(0.0),
             t0: Instant::now(),
             user: std::cell::Cell::new(0.0),
         }
@@ -527,7 +577,10 @@ impl Window {
 
     /// (seconds, server CPU nanoseconds: user + system) since the start.
     pub(crate) fn stop(&self, g: &G) -> (f64, f64) {
-        let (user, system) = procfs::cpu_split_ns(g.pid).unwrap_or((0, 0));
+        let (user, system) = servers_cpu(g);
+        if let Some(b) = g.broker_pid.and_then(procfs::cpu_ns) {
+            self.broker.set(b.saturating_sub(self.broker0) as f64);
+        }
         let user = user.saturating_sub(self.user0);
         let system = system.saturating_sub(self.system0);
         self.user.set(user as f64);
@@ -539,6 +592,19 @@ impl Window {
     pub(crate) fn user_ns(&self) -> f64 {
         self.user.get()
     }
+
+    /// The broker's CPU nanoseconds over the window `stop` ended (0 without a broker).
+    pub(crate) fn broker_ns(&self) -> f64 {
+        self.broker.get()
+    }
+}
+
+/// (user, system) CPU nanoseconds of every server process of `g`, summed.
+fn servers_cpu(g: &G) -> (u64, u64) {
+    g.pids
+        .iter()
+        .filter_map(|&p| procfs::cpu_split_ns(p))
+        .fold((0, 0), |(u, s), (u1, s1)| (u + u1, s + s1))
 }
 
 /// The server's RSS in bytes (0 if unreadable).
@@ -546,14 +612,20 @@ pub(crate) fn rss(g: &G) -> f64 {
     procfs::rss(g.pid).unwrap_or(0) as f64
 }
 
-/// Run `plan` against the server; print the metrics as one JSON line.
-pub(crate) fn run(proto: Proto, server: SocketAddr, pid: u32, plan: &str) -> Result<(), String> {
+/// Run `plan` against the servers `nodes` (the first is the main one; more for a cluster) and
+/// the broker `broker_pid`; print the metrics as one JSON line.
+pub(crate) fn run(
+    proto: Proto,
+    nodes: Vec<(SocketAddr, u32)>,
+    broker_pid: Option<u32>,
+    plan: &str,
+) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
     let local = tokio::task::LocalSet::new();
-    let g = G::new(proto, server, pid);
+    let g = G::new(proto, nodes, broker_pid);
     let result = local.block_on(&rt, plans::run(&g, plan));
     // The generator's own CPU time, for the check that nothing else ran meanwhile.
     if let Some(ns) = procfs::cpu_ns(std::process::id()) {

@@ -64,6 +64,7 @@ pub(crate) async fn run(g: &Rc<G>, plan: &str) -> Result<(), String> {
         "full-c" => full_c(g).await,
         "profile-bcast" => profile_bcast(g).await,
         "profile-ack" => profile_ack(g).await,
+        p if p.starts_with("cluster:") => cluster(g, &p["cluster:".len()..]).await,
         p if p.starts_with("counts:") => {
             let work = super::counts::Work::parse(&p["counts:".len()..])?;
             super::counts::run(g, &work).await
@@ -304,5 +305,70 @@ async fn profile_ack(g: &Rc<G>) -> Result<(), String> {
     g.acking.set(false);
     tokio::time::sleep(Duration::from_millis(500)).await;
     g.set("profile.acks", g.acks.get() as f64);
+    Ok(())
+}
+
+/// `cluster:members=M,ms=T`: a room of `M` members spread evenly over the nodes (dialed to
+/// each in turn), a publisher on the first node; closed-loop broadcast (A) with 1 and with 10
+/// messages per round, each measured for at least `T` ms (and 5 rounds). Fails unless
+/// deliveries crossed nodes in both.
+async fn cluster(g: &Rc<G>, spec: &str) -> Result<(), String> {
+    let (mut members, mut ms) = (1000usize, 2000u64);
+    for part in spec.split(',').filter(|p| !p.is_empty()) {
+        let (k, v) = part
+            .split_once('=')
+            .ok_or_else(|| format!("cluster plan: `{part}` is not key=value"))?;
+        let n: u64 = v
+            .parse()
+            .map_err(|_| format!("cluster plan: `{v}` is not a number"))?;
+        match k {
+            "members" => members = n as usize,
+            "ms" => ms = n,
+            other => return Err(format!("cluster plan: unknown key `{other}`")),
+        }
+    }
+    if g.nodes.len() < 2 {
+        return Err("the cluster plan needs two servers (gen --addr2)".to_owned());
+    }
+    g.spread.set(true);
+    let (hs, _, failed) = dial_many(g, members, 64, None).await;
+    g.spread.set(false);
+    if hs.len() != members {
+        return Err(format!(
+            "only {} of {members} connections ({failed} dials failed)",
+            hs.len()
+        ));
+    }
+    let remote = hs.iter().filter(|h| h.link.node > 0).count();
+    g.set("cluster.members", members as f64);
+    g.set("cluster.members_remote", remote as f64);
+    let ls = links(&hs);
+    join_all(g, &ls, "cluster").await?;
+    // The publisher on the first node.
+    let p = publisher(g).await?;
+    if p.link.node != 0 {
+        return Err("the publisher is not on the first node".to_owned());
+    }
+    let d = Duration::from_millis(ms);
+    for (k, key) in [(1, "cluster.x1"), (10, "cluster.x10")] {
+        broadcast_closed(g, &p.link, "cluster", members, k, d, key).await;
+    }
+    let m = g.metrics.borrow();
+    let get = |k: &str| m.get(k).copied().unwrap_or(0.0);
+    for key in ["cluster.x1", "cluster.x10"] {
+        if get(&format!("{key}.rounds_per_s")) <= 0.0 {
+            return Err(format!("{key}: no broadcast round completed"));
+        }
+        if get(&format!("{key}.cross_deliveries_per_s")) <= 0.0 {
+            return Err(format!("{key}: no delivery crossed nodes"));
+        }
+    }
+    if g.errors.get() > 0 || g.ended.get() > 0 {
+        return Err(format!(
+            "{} error messages, {} connections ended",
+            g.errors.get(),
+            g.ended.get()
+        ));
+    }
     Ok(())
 }

@@ -108,6 +108,7 @@ pub(crate) async fn broadcast_closed(
     let mut rounds_hist = histogram();
     g.recording.set(true);
     let d0 = g.delivered.get();
+    let r0 = g.delivered_remote.get();
     let w = Window::start(g);
     let mut rounds = 0u64;
     // At least `MIN_ROUNDS` rounds (big rooms on slow servers), at most `MAX_WINDOW`.
@@ -131,6 +132,19 @@ pub(crate) async fn broadcast_closed(
     let delivered = (g.delivered.get() - d0).max(1) as f64;
     let lat = g.latency.borrow();
     g.set(format!("{key}.deliveries_per_s"), delivered / secs);
+    if g.nodes.len() > 1 {
+        // A cluster: the deliveries to the members on the other nodes (through the broker).
+        let remote = (g.delivered_remote.get() - r0) as f64;
+        g.set(format!("{key}.cross_deliveries_per_s"), remote / secs);
+        g.set(format!("{key}.rounds"), rounds as f64);
+        eprintln!("  {key}: {:.0} cross-node deliveries/s", remote / secs);
+    }
+    if g.broker_pid.is_some() {
+        g.set(
+            format!("{key}.broker_cpu_us_per_delivery"),
+            w.broker_ns() / 1000.0 / delivered,
+        );
+    }
     g.set(format!("{key}.rounds_per_s"), rounds as f64 / secs);
     g.set(format!("{key}.round_p50_ms"), ms(&rounds_hist, 0.5));
     g.set(format!("{key}.round_p99_ms"), ms(&rounds_hist, 0.99));

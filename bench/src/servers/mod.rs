@@ -25,15 +25,38 @@ pub(crate) async fn bind(port: u16) -> std::io::Result<tokio::net::TcpListener> 
     Ok(listener)
 }
 
-/// Run the server `kind` on a current-thread runtime, with heartbeat `hb`.
-pub(crate) fn run(kind: &str, port: u16, hb: Heartbeat) -> Result<(), String> {
+/// The broker a clustered server joins (`wsu-bench server ... --redis URL | --nats URL`).
+#[derive(Debug, Clone)]
+pub(crate) enum Broker {
+    /// A Redis server: wsu-redis for wsu, socketioxide-redis for socketioxide (the URL gets
+    /// `?protocol=resp3` where the adapter needs it).
+    Redis(String),
+    /// A NATS server: wsu-nats (wsu only).
+    Nats(String),
+}
+
+/// Run the server `kind` on a current-thread runtime, with heartbeat `hb`, alone or (with a
+/// `broker`) as a node of a cluster.
+pub(crate) fn run(
+    kind: &str,
+    port: u16,
+    hb: Heartbeat,
+    broker: Option<Broker>,
+) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
     let result = match kind {
-        "wsu" => rt.block_on(wsu::serve(port, hb)),
-        "sioxide" => rt.block_on(sioxide::serve(port, hb)),
+        "wsu" => rt.block_on(wsu::serve(port, hb, broker)),
+        "sioxide" => match broker {
+            None => rt.block_on(sioxide::serve(port, hb)),
+            Some(Broker::Redis(url)) => rt.block_on(sioxide::serve_redis(port, hb, &url)),
+            Some(Broker::Nats(_)) => {
+                return Err("socketioxide has no NATS adapter (use --redis)".to_owned());
+            }
+        },
+        "raw" if broker.is_some() => return Err("the raw server cannot cluster".to_owned()),
         "raw" => rt.block_on(raw::serve(port, hb)),
         other => return Err(format!("unknown server `{other}` (wsu, sioxide, raw)")),
     };

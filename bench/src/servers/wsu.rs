@@ -5,6 +5,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use wsu::{Server, ws_event};
 
+use super::Broker;
 use crate::settings::Heartbeat;
 
 /// The payload of `pub`.
@@ -26,12 +27,27 @@ async fn echo(data: Box<RawValue>) -> Box<RawValue> {
     data
 }
 
-pub(crate) async fn serve(port: u16, hb: Heartbeat) -> std::io::Result<()> {
-    let server = Server::builder()
+pub(crate) async fn serve(port: u16, hb: Heartbeat, broker: Option<Broker>) -> std::io::Result<()> {
+    let mut builder = Server::builder()
         .ping_interval(hb.interval)
-        .read_timeout(hb.interval + hb.timeout)
-        .build()
-        .map_err(std::io::Error::other)?;
+        .read_timeout(hb.interval + hb.timeout);
+    // A node of a cluster: broadcasts also reach the room's members on the other nodes.
+    match broker {
+        None => {}
+        Some(Broker::Redis(url)) => {
+            let engine = wsu_redis::RedisEngine::connect(&url)
+                .await
+                .map_err(|e| std::io::Error::other(format!("redis engine: {e}")))?;
+            builder = builder.engine(engine);
+        }
+        Some(Broker::Nats(url)) => {
+            let engine = wsu_nats::NatsEngine::connect(&url)
+                .await
+                .map_err(|e| std::io::Error::other(format!("nats engine: {e}")))?;
+            builder = builder.engine(engine);
+        }
+    }
+    let server = builder.build().map_err(std::io::Error::other)?;
     let listener = super::bind(port).await?;
     server.serve(listener).await
 }
