@@ -113,8 +113,10 @@ impl Presence {
     }
 
     /// An empty registry for a node of a cluster: as [`Presence::new`], but message ids are
-    /// unique across nodes (see [`Registry::next_message_id`]), since a message posted on one
-    /// node reaches the pages of the others, which tell messages apart by id.
+    /// unique across nodes (`now_ms * 1024` plus a random per-node tag, increasing on this node:
+    /// ordered by time, exact in JavaScript; two nodes share a tag with a chance of 1 in 1024),
+    /// since a message posted on one node reaches the pages of the others, which tell messages
+    /// apart by id.
     pub fn clustered(limits: Limits) -> Self {
         let mut reg = Registry::new(limits);
         reg.cluster_id_tag = Some(reg.keys.hash_one(0x6964_7467u64) % CLUSTER_ID_TAGS);
