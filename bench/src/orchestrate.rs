@@ -207,7 +207,14 @@ pub(crate) fn start_server_with(kind: Kind, extra: &[&str], pin: bool) -> Result
             Some(port) => Ok(running(port)),
             None => Err(format!("{}: unexpected first line {line:?}", kind.title)),
         },
-        Err(_) => {
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            drop(running(0));
+            Err(format!(
+                "the {} server exited before listening (its error is above)",
+                kind.title
+            ))
+        }
+        Err(mpsc::RecvTimeoutError::Timeout) => {
             drop(running(0));
             Err(format!(
                 "the {} server did not start within 20 s",
