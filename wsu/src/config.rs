@@ -109,9 +109,9 @@ pub struct Config {
     /// it is cancelled (the connect hooks then close their connection with 1011, a namespace
     /// connect hook answers its `join` with `internal error`). Default 10 s.
     pub hook_timeout: Duration,
-    /// Send the `hello` frame (connection id, versions, limits) as the first frame of every
-    /// connection. Default false for now (it becomes the default once wsu's clients use it;
-    /// seed clients that fail on a message type they do not know need it off).
+    /// Send the `hello` frame (connection id, resume token, versions, limits) as the first frame
+    /// of every connection. Default true; seed clients that fail on a message type they do not
+    /// know need it off.
     pub hello: bool,
     /// Echo every data frame back unchanged instead of dispatching it (WebSocket conformance
     /// testing only; see `ServerBuilder::echo_mode`). Default false.
@@ -144,7 +144,7 @@ impl Default for Config {
             rate_limit: None,
             shutdown_timeout: Duration::from_secs(10),
             hook_timeout: Duration::from_secs(10),
-            hello: false,
+            hello: true,
             echo_mode: false,
         }
     }

@@ -587,7 +587,7 @@ impl ServerBuilder {
         self
     }
 
-    /// Whether every connection starts with a `hello` frame (default `false`): the connection
+    /// Whether every connection starts with a `hello` frame (default `true`): the connection
     /// id, the protocol and server versions and the server's limits (maximum message size, ack
     /// timeout, ping interval, rate limit…), which wsu's clients use, for example to refuse an
     /// over-size message locally. Clients written for the seed print or ignore it; one that
