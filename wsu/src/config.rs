@@ -113,6 +113,9 @@ pub struct Config {
     /// of every connection. Default true; seed clients that fail on a message type they do not
     /// know need it off.
     pub hello: bool,
+    /// Connection-state recovery (sessions, resume tokens, history). Default: off. See
+    /// [`Recovery`](crate::Recovery).
+    pub recovery: Option<crate::Recovery>,
     /// Echo every data frame back unchanged instead of dispatching it (WebSocket conformance
     /// testing only; see `ServerBuilder::echo_mode`). Default false.
     pub(crate) echo_mode: bool,
@@ -145,6 +148,7 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(10),
             hook_timeout: Duration::from_secs(10),
             hello: true,
+            recovery: None,
             echo_mode: false,
         }
     }

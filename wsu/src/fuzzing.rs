@@ -546,7 +546,7 @@ impl Driver {
             ..
         } = self.open.swap_remove(i);
         let memberships = conn.mark_closed();
-        self.server.unregister_connection(conn.id);
+        self.server.unregister_connection(&conn);
         for m in memberships {
             after_leave(
                 &self.server,

@@ -108,6 +108,22 @@ impl Socket {
         !self.conn.is_closed()
     }
 
+    /// Whether this connection resumed an earlier session ([recovery](crate::ServerBuilder::recovery)):
+    /// it has that session's id, and its namespaces and rooms are restored when the connect
+    /// hooks accept (each namespace's missed broadcasts are replayed to the client then). The
+    /// connect hooks run for every connection, resumed or not; this tells them which.
+    ///
+    /// ```
+    /// # async fn demo(socket: wsu::Socket) {
+    /// if !socket.recovered() {
+    ///     let _ = socket.emit("welcome", &"hello, stranger");
+    /// }
+    /// # }
+    /// ```
+    pub fn recovered(&self) -> bool {
+        self.conn.is_resumed()
+    }
+
     /// Send an event to this connection in this handle's namespace (the seed's `Emit`).
     ///
     /// The message is queued without waiting; messages to one connection arrive in the order

@@ -72,6 +72,13 @@ pub struct Stats {
     pub cluster_outages: u64,
     /// Cluster queries in which some node did not answer in time.
     pub cluster_request_timeouts: u64,
+    /// Gauge: sessions waiting for their client after their transport ended (recovery on).
+    pub sessions_detached: usize,
+    /// Counter: connections that resumed a session with a valid token.
+    pub sessions_resumed: u64,
+    /// Counter: resume attempts refused (invalid, expired, reused or unknown token): those
+    /// connections got a fresh session.
+    pub sessions_refused: u64,
 }
 
 #[derive(Debug, Default)]
@@ -92,6 +99,8 @@ pub(crate) struct Counters {
     pub(crate) hook_timeouts: AtomicU64,
     pub(crate) rate_limited: AtomicU64,
     pub(crate) backpressure_pauses: AtomicU64,
+    pub(crate) sessions_resumed: AtomicU64,
+    pub(crate) sessions_refused: AtomicU64,
     closes: Mutex<BTreeMap<u16, u64>>,
 }
 
@@ -123,6 +132,8 @@ impl Counters {
             hook_timeouts: self.hook_timeouts.load(Relaxed),
             rate_limited: self.rate_limited.load(Relaxed),
             backpressure_pauses: self.backpressure_pauses.load(Relaxed),
+            sessions_resumed: self.sessions_resumed.load(Relaxed),
+            sessions_refused: self.sessions_refused.load(Relaxed),
             closes: lock(&self.closes).clone(),
             ..Stats::default()
         }

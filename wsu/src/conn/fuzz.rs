@@ -318,7 +318,7 @@ pub fn dispatcher(data: &[u8]) {
     machine.stop();
     drop(machine);
     let memberships = conn.mark_closed();
-    server.unregister_connection(conn.id);
+    server.unregister_connection(&conn);
     for m in memberships {
         server.release_namespace(&m.ns);
     }

@@ -9,7 +9,7 @@ use crate::hooks::DisconnectReason;
 use crate::server::Slot;
 use crate::stats::Counters;
 use crate::sync::{BoxFuture, CatchUnwind, panic_message};
-use crate::{Server, Socket};
+use crate::{CloseCode, Server, Socket};
 
 /// Run a hook: the call that makes its future and the future itself contain panics, and the
 /// whole is cancelled at the hook deadline ([`ServerBuilder::hook_timeout`]). Both outcomes are
@@ -99,6 +99,35 @@ async fn disconnect_hooks(
     }
 }
 
+/// Whether a session outlives a transport that ended this way: when the client did not mean
+/// to leave (PROTOCOL.md §13.5).
+fn keeps_session(reason: &DisconnectReason) -> bool {
+    match reason {
+        DisconnectReason::TransportClosed => true,
+        DisconnectReason::ServerClosed { code, .. } => matches!(
+            *code,
+            CloseCode::HEARTBEAT_TIMEOUT
+                | CloseCode::SLOW_CONSUMER
+                | CloseCode::WRITE_TIMEOUT
+                | CloseCode::GOING_AWAY
+        ),
+        DisconnectReason::ClientClosed { .. } | DisconnectReason::LeftNamespace => false,
+    }
+}
+
+/// With recovery on: keep the session for its TTL, or end it.
+fn detach_session(
+    server: &Server,
+    conn: &Arc<ConnShared>,
+    memberships: &[Membership],
+    reason: &DisconnectReason,
+) {
+    if let Some(sessions) = &server.inner.sessions {
+        let saved = keeps_session(reason).then(|| conn.session_state(memberships));
+        sessions.detach(conn, saved);
+    }
+}
+
 /// Owns a connection's registration and slot. [`Cleanup::finish`] is the orderly end (hooks
 /// awaited); if the task is cancelled or unwinds first, `Drop` still leaves every room and
 /// namespace, fails pending acks, unregisters the connection and releases its slot, and runs
@@ -130,7 +159,8 @@ impl Cleanup {
         self.server.inner.counters.record_close(reason.close_code());
         tracing::debug!(%reason, "disconnected");
         let memberships = self.conn.mark_closed();
-        self.server.unregister_connection(self.conn.id);
+        self.server.unregister_connection(&self.conn);
+        detach_session(&self.server, &self.conn, &memberships, &reason);
         disconnect_hooks(self.server.clone(), self.conn.clone(), memberships, reason).await;
     }
 }
@@ -144,7 +174,8 @@ impl Drop for Cleanup {
         let reason = DisconnectReason::TransportClosed;
         self.server.inner.counters.record_close(reason.close_code());
         let memberships = self.conn.mark_closed();
-        self.server.unregister_connection(self.conn.id);
+        self.server.unregister_connection(&self.conn);
+        detach_session(&self.server, &self.conn, &memberships, &reason);
         let conn = self.conn.id;
         if std::thread::panicking() {
             tracing::error!(%conn, "connection task panicked; connection cleaned up");

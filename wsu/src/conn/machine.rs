@@ -197,9 +197,25 @@ impl Machine {
             .server
             .lookup_namespace("/")
             .is_some_and(|ns| ns.on_connect.is_some());
-        if self.server.inner.on_connect.is_none() && !root_hook {
+        // A resumed session's other namespaces, restored after `/`: their connect hooks run
+        // too (as for any connection that joins them).
+        let restored = self.conn.pending_restore();
+        let restore_hooks = restored.iter().any(|name| {
+            &**name != "/"
+                && self
+                    .server
+                    .lookup_namespace(name)
+                    .is_some_and(|ns| ns.on_connect.is_some())
+        });
+        if self.server.inner.on_connect.is_none() && !root_hook && !restore_hooks {
             return match self.server.join(&self.conn, "/", None) {
-                Ok(_) => Ok(()),
+                Ok(_) => {
+                    for name in restored.iter().filter(|n| &***n != "/") {
+                        let _ = self.server.join(&self.conn, name, None);
+                    }
+                    self.conn.drop_restore(None);
+                    Ok(())
+                }
                 Err(e) => Err(CloseRequest::now(CloseCode::REFUSED, e.to_string())),
             };
         }
@@ -218,6 +234,21 @@ impl Machine {
             server
                 .join(&conn, "/", None)
                 .map_err(|e| HandlerError::new(e.to_string()))?;
+            for name in restored.iter().filter(|n| &***n != "/") {
+                let Some(ns) = server.namespace_for_join(name) else {
+                    continue;
+                };
+                if let Some(hook) = ns.on_connect.clone() {
+                    let socket = Socket::new(server.clone(), conn.clone(), ns.name.clone());
+                    if hook(socket).await.is_err() {
+                        conn.drop_restore(Some(name));
+                        server.release_namespace(&ns);
+                        continue;
+                    }
+                }
+                let _ = server.join(&conn, name, None);
+            }
+            conn.drop_restore(None);
             Ok(None)
         };
         let fut = Box::pin(hook_deadline(&self.server, self.conn.id, "connect", hooks));

@@ -14,6 +14,9 @@ use super::acks::{AckData, AckTable};
 use super::outbox::{Outbox, Refused};
 use crate::config::{Config, SlowConsumerPolicy};
 use crate::registry::Namespace;
+use crate::session::history::Position;
+use crate::session::resume::Restore;
+use crate::session::store::Saved;
 use crate::stats::Counters;
 use crate::sync::lock;
 use crate::{AckError, CloseCode, SendError, SocketId};
@@ -48,6 +51,9 @@ pub(crate) struct Membership {
 struct ConnState {
     closed: bool,
     memberships: Vec<Membership>,
+    /// Memberships taken over by a resuming transport ([`ConnShared::take_over`]), handed to
+    /// this connection's own cleanup for its disconnect hooks.
+    taken: Vec<Membership>,
 }
 
 /// Why a join did not happen.
@@ -71,6 +77,10 @@ pub(crate) struct ConnShared {
     pub(crate) close_notify: Notify,
     pub(crate) request: Parts,
     pub(crate) remote_addr: Option<SocketAddr>,
+    /// This transport resumed an earlier session.
+    resumed: AtomicBool,
+    /// What a resumed session still has to restore, namespace by namespace.
+    restore: Mutex<Option<Box<Restore>>>,
 }
 
 impl ConnShared {
@@ -90,6 +100,8 @@ impl ConnShared {
             close_notify: Notify::new(),
             request,
             remote_addr,
+            resumed: AtomicBool::new(false),
+            restore: Mutex::new(None),
         };
         Arc::new(conn)
     }
@@ -282,7 +294,8 @@ impl ConnShared {
     }
 
     /// Mark the connection closed: no more joins, sends or acks. Leaves every namespace and room
-    /// and fails pending acks. Returns the memberships that ended (empty if already closed).
+    /// and fails pending acks. Returns the memberships that ended (empty if already closed;
+    /// after a [`take_over`](Self::take_over), the memberships it took, once).
     pub(crate) fn mark_closed(&self) -> Vec<Membership> {
         self.closed.store(true, Ordering::Release);
         self.outbox.close();
@@ -290,7 +303,7 @@ impl ConnShared {
         let memberships = {
             let mut st = lock(&self.state);
             if st.closed {
-                return Vec::new();
+                return std::mem::take(&mut st.taken);
             }
             st.closed = true;
             std::mem::take(&mut st.memberships)
@@ -299,6 +312,85 @@ impl ConnShared {
             m.ns.remove(self.id, &m.rooms);
         }
         memberships
+    }
+
+    /// A resuming transport takes this connection's session: this one is closed at once (as
+    /// [`mark_closed`](Self::mark_closed)) and what it was in is returned for the new one. Its
+    /// own cleanup still gets these memberships, for its disconnect hooks.
+    pub(crate) fn take_over(&self) -> Saved {
+        self.closed.store(true, Ordering::Release);
+        self.outbox.close();
+        lock(&self.acks).close();
+        let mut st = lock(&self.state);
+        if st.closed {
+            return Saved::default();
+        }
+        st.closed = true;
+        let memberships = std::mem::take(&mut st.memberships);
+        for m in &memberships {
+            m.ns.remove(self.id, &m.rooms);
+        }
+        let saved = Saved::of(&memberships);
+        st.taken = memberships;
+        saved
+    }
+
+    // ---- resume ------------------------------------------------------------------------------
+
+    /// This transport resumes an earlier session; `restore` is what it still has to restore.
+    pub(crate) fn set_restore(&self, restore: Restore) {
+        self.resumed.store(true, Ordering::Release);
+        *lock(&self.restore) = Some(Box::new(restore));
+    }
+
+    /// Whether this transport resumed an earlier session.
+    pub(crate) fn is_resumed(&self) -> bool {
+        self.resumed.load(Ordering::Acquire)
+    }
+
+    /// Take what is to be restored in namespace `ns` (its rooms, the client's position).
+    pub(crate) fn take_restore(&self, ns: &str) -> Option<(Vec<Arc<str>>, Option<Position>)> {
+        if !self.is_resumed() {
+            return None;
+        }
+        lock(&self.restore).as_mut()?.take(ns)
+    }
+
+    /// The namespaces still to be restored.
+    pub(crate) fn pending_restore(&self) -> Vec<Arc<str>> {
+        if !self.is_resumed() {
+            return Vec::new();
+        }
+        lock(&self.restore)
+            .as_ref()
+            .map(|r| r.pending())
+            .unwrap_or_default()
+    }
+
+    /// What the session keeps if this transport ends now, given the memberships that ended:
+    /// those, plus what a resume had not restored yet.
+    pub(crate) fn session_state(&self, memberships: &[Membership]) -> Saved {
+        let mut saved = Saved::of(memberships);
+        if self.is_resumed() {
+            if let Some(r) = lock(&self.restore).as_ref() {
+                saved.namespaces.extend(r.unrestored().iter().cloned());
+            }
+        }
+        saved
+    }
+
+    /// Forget what was not restored (a namespace connect hook refused it, or the connect phase
+    /// is over).
+    pub(crate) fn drop_restore(&self, ns: Option<&str>) {
+        let mut r = lock(&self.restore);
+        match ns {
+            Some(ns) => {
+                if let Some(r) = r.as_mut() {
+                    r.take(ns);
+                }
+            }
+            None => *r = None,
+        }
     }
 
     // ---- acks --------------------------------------------------------------------------------

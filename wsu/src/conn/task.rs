@@ -94,12 +94,31 @@ pub(crate) fn run_connection<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let id = server.next_id();
-    let conn = ConnShared::new(id, &server.inner.config, request, remote_addr);
-    let cleanup = Cleanup::new(server.clone(), conn.clone(), slot);
     let cfg = &server.inner.config;
+    let resume = server
+        .inner
+        .sessions
+        .as_ref()
+        .and_then(|_| crate::session::resume::parse_query(request.uri.query()));
+    let (id, outcome, restore) = match resume {
+        Some(q) => match server.claim_session(&q.token) {
+            Ok((id, saved)) => (
+                id,
+                Some(Ok(())),
+                Some(crate::session::resume::Restore::new(saved, q.offsets)),
+            ),
+            Err(refusal) => (server.next_id(), Some(Err(refusal.as_str())), None),
+        },
+        None => (server.next_id(), None, None),
+    };
+    let conn = ConnShared::new(id, cfg, request, remote_addr);
+    if let Some(restore) = restore {
+        conn.set_restore(restore);
+    }
+    let cleanup = Cleanup::new(server.clone(), conn.clone(), slot);
     if cfg.hello && !cfg.echo_mode {
-        conn.send_own(crate::protocol::hello::encode(id, cfg).into());
+        let token = server.inner.sessions.as_ref().and_then(|s| s.open(&conn));
+        conn.send_own(crate::protocol::hello::encode(id, cfg, token.as_deref(), outcome).into());
     }
     // A connection admitted while `shutdown` was listing connections is closed here instead.
     if server.is_shutting_down() {

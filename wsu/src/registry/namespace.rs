@@ -9,6 +9,7 @@ use crate::conn::ConnShared;
 use crate::handler::ErasedHandler;
 use crate::hooks::{ConnectHook, DisconnectHook};
 use crate::registry::Group;
+use crate::session::history::History;
 use crate::sync::lock;
 
 /// A registered handler with where it came from.
@@ -65,6 +66,9 @@ pub(crate) struct Namespace {
     pub(crate) on_connect: Option<ConnectHook>,
     pub(crate) on_disconnect: Option<DisconnectHook>,
     members: Mutex<Members>,
+    /// The broadcasts kept for resumed sessions, with recovery on. Held while a recorded
+    /// broadcast is delivered and while a membership starts (see `session::history`).
+    pub(crate) history: Option<Mutex<History>>,
 }
 
 /// Recipients of one broadcast.
@@ -89,6 +93,7 @@ impl Namespace {
         handlers: super::HandlerMap,
         on_connect: Option<ConnectHook>,
         on_disconnect: Option<DisconnectHook>,
+        recovery: Option<&crate::Recovery>,
     ) -> Self {
         Namespace {
             name,
@@ -97,6 +102,7 @@ impl Namespace {
             on_connect,
             on_disconnect,
             members: Mutex::new(Members::default()),
+            history: recovery.map(|r| Mutex::new(History::new(r.history_size, r.history_ttl))),
         }
     }
 

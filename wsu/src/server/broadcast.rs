@@ -18,6 +18,7 @@ use crate::conn::ConnShared;
 use crate::protocol::envelope::Outgoing;
 use crate::protocol::{MessageType, names};
 use crate::registry::Targets;
+use crate::session::history::EntryFilter;
 use crate::{AckError, SendError, Socket, SocketId};
 
 /// What became of a broadcast's copy for the other nodes of a cluster.
@@ -79,6 +80,7 @@ pub struct Broadcast {
     except_rooms: Vec<Arc<str>>,
     only: Vec<SocketId>,
     local: bool,
+    volatile: bool,
 }
 
 impl Broadcast {
@@ -92,6 +94,7 @@ impl Broadcast {
             except_rooms: Vec::new(),
             only: Vec::new(),
             local: false,
+            volatile: false,
         }
     }
 
@@ -128,6 +131,14 @@ impl Broadcast {
     /// Only this node's connections, even in a cluster.
     pub fn local(mut self) -> Self {
         self.local = true;
+        self
+    }
+
+    /// Not kept for resumed sessions: with [recovery](crate::ServerBuilder::recovery) on, the
+    /// event gets no `offset` and is never replayed (for example a cursor position, stale a
+    /// moment later). Without recovery this changes nothing.
+    pub fn volatile(mut self) -> Self {
+        self.volatile = true;
         self
     }
 
@@ -243,12 +254,33 @@ impl Broadcast {
             .collect()
     }
 
-    /// Queue a frame to the local connections addressed.
+    /// Queue a frame to the local connections addressed. With a history (recovery on) and
+    /// unless volatile, the frame gets its offset and is kept, and is delivered under the
+    /// history lock (see `session::history`).
     pub(crate) fn send_frame(&self, frame: Utf8Bytes) -> Delivery {
-        let mut delivery = Delivery::default();
         let Some(ns) = self.server.lookup_namespace(&self.namespace) else {
-            return delivery;
+            return Delivery::default();
         };
+        match &ns.history {
+            Some(history) if !self.volatile => {
+                let mut h = crate::sync::lock(history);
+                let filter = EntryFilter {
+                    rooms: self.rooms.clone(),
+                    except: self.except.clone(),
+                    except_rooms: self.except_rooms.clone(),
+                    only: self.only.clone(),
+                };
+                let frame = h.record(&frame, filter, tokio::time::Instant::now());
+                let delivery = self.deliver(&ns, frame);
+                drop(h);
+                delivery
+            }
+            _ => self.deliver(&ns, frame),
+        }
+    }
+
+    fn deliver(&self, ns: &crate::registry::Namespace, frame: Utf8Bytes) -> Delivery {
+        let mut delivery = Delivery::default();
         let targets = if self.rooms.is_empty() {
             Targets::All
         } else {
@@ -257,7 +289,7 @@ impl Broadcast {
         let excluded = if self.except_rooms.is_empty() {
             HashSet::new()
         } else {
-            self.excluded_by_rooms(&ns)
+            self.excluded_by_rooms(ns)
         };
         let recipients = ns.recipients(targets);
         let inner = &self.server.inner;

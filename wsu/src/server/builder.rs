@@ -597,6 +597,23 @@ impl ServerBuilder {
         self
     }
 
+    /// Turn on connection-state recovery (default off): sessions that outlive a dropped
+    /// transport, a secret resume token in every `hello`, and a bounded history per namespace
+    /// from which a resumed session gets every broadcast it missed (PROTOCOL.md §13). See
+    /// [`Recovery`](crate::Recovery) for the settings. Needs `hello` on.
+    ///
+    /// ```
+    /// let server = wsu::Server::builder()
+    ///     .recovery(wsu::Recovery::default())
+    ///     .build()
+    ///     .unwrap();
+    /// # drop(server);
+    /// ```
+    pub fn recovery(mut self, recovery: crate::Recovery) -> Self {
+        self.config.recovery = Some(recovery);
+        self
+    }
+
     /// Echo every text and binary message back unchanged, instead of decoding and dispatching
     /// it. Everything else is as usual: the same accept path, limits, heartbeats and close
     /// codes. For WebSocket conformance testing (Autobahn, `conformance/`) only: not public API.
@@ -692,7 +709,7 @@ impl ServerBuilder {
         }
         self.apply_registrations()?;
         let c = &self.config;
-        let checks: [(bool, &'static str, &'static str); 6] = [
+        let checks: [(bool, &'static str, &'static str); 8] = [
             (
                 c.read_timeout.is_zero(),
                 "read_timeout",
@@ -722,6 +739,16 @@ impl ServerBuilder {
                 c.max_queued_messages == 0 || c.max_queued_bytes == 0,
                 "max_queued",
                 "must be greater than zero",
+            ),
+            (
+                c.recovery.is_some() && (!c.hello || c.echo_mode),
+                "recovery",
+                "needs the `hello` frame (it carries the resume token): do not turn `hello` off",
+            ),
+            (
+                c.recovery.is_some_and(|r| r.session_ttl.is_zero()),
+                "recovery",
+                "`session_ttl` must be greater than zero",
             ),
         ];
         if let Some((_, option, reason)) = checks.iter().find(|(bad, _, _)| *bad) {
@@ -760,6 +787,7 @@ impl ServerBuilder {
                     handlers,
                     nsb.on_connect,
                     nsb.on_disconnect,
+                    self.config.recovery.as_ref(),
                 )),
             );
         }
@@ -784,7 +812,12 @@ impl ServerBuilder {
         };
         let (shutdown, _) = watch::channel(false);
         let (kill, _) = watch::channel(false);
+        let sessions = self
+            .config
+            .recovery
+            .map(|r| crate::session::store::Sessions::new(r.session_ttl));
         let inner = Arc::new(Inner {
+            sessions,
             config: self.config,
             namespaces: RwLock::new(namespaces),
             allow_namespace: self.allow_namespace,

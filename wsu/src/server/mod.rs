@@ -54,6 +54,8 @@ pub(crate) struct Inner {
     all_closed: Notify,
     /// This server's node, when it has an engine.
     pub(crate) cluster: Option<Arc<crate::cluster::node::Node>>,
+    /// Sessions, with connection-state recovery on.
+    pub(crate) sessions: Option<crate::session::store::Sessions>,
 }
 
 /// A wsu server: a cheap, cloneable handle (an `Arc`) shared by the accept loop, every connection
@@ -231,6 +233,9 @@ impl Server {
         s.dynamic_namespaces = dynamic;
         s.queued_bytes = queued;
         s.pending_acks = acks;
+        if let Some(sessions) = &self.inner.sessions {
+            s.sessions_detached = sessions.counts().detached;
+        }
         if let Some(node) = &self.inner.cluster {
             use std::sync::atomic::Ordering::Relaxed;
             let c = &node.counters;
@@ -376,6 +381,7 @@ impl Server {
                     crate::registry::HandlerMap::default(),
                     None,
                     None,
+                    self.inner.config.recovery.as_ref(),
                 ))
             })
             .clone();
@@ -411,11 +417,9 @@ impl Server {
             let ns = self
                 .namespace_for_join(ns_name)
                 .ok_or(crate::JoinError::UnknownNamespace)?;
-            let r = match room {
-                Some(room) => conn
-                    .join_room(&ns, room, &self.inner.config)
-                    .map(|(n, _)| n),
-                None => conn.join_namespace(&ns, &self.inner.config),
+            let r = match &ns.history {
+                Some(history) => self.join_recorded(conn, &ns, room, history),
+                None => self.join_plain(conn, &ns, room),
             };
             if !matches!(r, Ok(_) | Err(JoinError::Removed)) {
                 // A dynamic namespace created for this join must not outlive its failure
@@ -433,6 +437,56 @@ impl Server {
             }
         }
         Err(crate::JoinError::UnknownNamespace)
+    }
+
+    fn join_plain(
+        &self,
+        conn: &Arc<ConnShared>,
+        ns: &Arc<Namespace>,
+        room: Option<&str>,
+    ) -> Result<bool, JoinError> {
+        match room {
+            Some(room) => conn
+                .join_room(ns, room, &self.inner.config)
+                .map(|(n, _)| n),
+            None => conn.join_namespace(ns, &self.inner.config),
+        }
+    }
+
+    /// A join in a namespace with a history: when the membership is new, under the history
+    /// lock, restore what a resumed session had there and queue the `recovery` frame, so that
+    /// every broadcast is either in it or delivered live after it.
+    fn join_recorded(
+        &self,
+        conn: &Arc<ConnShared>,
+        ns: &Arc<Namespace>,
+        room: Option<&str>,
+        history: &Mutex<crate::session::history::History>,
+    ) -> Result<bool, JoinError> {
+        let mut h = lock(history);
+        let new = self.join_plain(conn, ns, room)?;
+        if !new {
+            return Ok(false);
+        }
+        let restore = conn.take_restore(&ns.name);
+        let recovery = self.inner.config.recovery.unwrap_or_default();
+        let replay = match &restore {
+            Some((rooms, from)) => {
+                for r in rooms {
+                    // Per-connection caps as for any join; a room that no longer fits is lost.
+                    let _ = conn.join_room(ns, r, &self.inner.config);
+                }
+                h.replay(
+                    Some((conn.id, rooms, from.as_ref())),
+                    recovery.max_replay,
+                    tokio::time::Instant::now(),
+                )
+            }
+            None => h.replay(None, recovery.max_replay, tokio::time::Instant::now()),
+        };
+        conn.send_own(crate::session::history::encode_recovery(&ns.name, &replay));
+        drop(h);
+        Ok(true)
     }
 
     pub(crate) fn next_id(&self) -> SocketId {
@@ -479,8 +533,44 @@ impl Server {
         crate::stats::Counters::inc(&self.inner.counters.connections_total);
     }
 
-    pub(crate) fn unregister_connection(&self, id: SocketId) {
-        lock(&self.inner.connections).remove(&id);
+    /// Unregister `conn`, unless its id now belongs to another connection (a transport that
+    /// resumed its session).
+    pub(crate) fn unregister_connection(&self, conn: &Arc<ConnShared>) {
+        let mut map = lock(&self.inner.connections);
+        if map.get(&conn.id).is_some_and(|c| Arc::ptr_eq(c, conn)) {
+            map.remove(&conn.id);
+        }
+    }
+
+    /// Claim the session a resume token names: a detached one's saved state, or a live one's,
+    /// taken over from its transport (which is closed with 4003).
+    pub(crate) fn claim_session(
+        &self,
+        token: &str,
+    ) -> Result<(SocketId, crate::session::store::Saved), crate::session::store::Refusal> {
+        use crate::session::store::Claimed;
+        let sessions = self
+            .inner
+            .sessions
+            .as_ref()
+            .ok_or(crate::session::store::Refusal::Unknown)?;
+        let (id, claimed) = sessions.claim(token).inspect_err(|_| {
+            crate::stats::Counters::inc(&self.inner.counters.sessions_refused);
+        })?;
+        let saved = match claimed {
+            Claimed::Detached(saved) => saved,
+            Claimed::Live(old) => {
+                let saved = old.take_over();
+                old.request_close(crate::conn::CloseRequest::now(
+                    crate::CloseCode::SESSION_TAKEN,
+                    "session resumed elsewhere",
+                ));
+                self.unregister_connection(&old);
+                saved
+            }
+        };
+        crate::stats::Counters::inc(&self.inner.counters.sessions_resumed);
+        Ok((id, saved))
     }
 
     pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {

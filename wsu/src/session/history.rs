@@ -1,0 +1,351 @@
+//! A namespace's history: the broadcasts it kept, each with its offset, for replay on resume.
+//!
+//! Offsets are assigned, frames recorded and delivered to live members under one lock (the
+//! namespace's `history` mutex), and a membership that starts (a join, a resume) takes the same
+//! lock: every broadcast is then either in what a joining connection is told it missed, or
+//! delivered to it live, never both, never neither.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use crate::SocketId;
+
+/// A client's position in a namespace's stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Position {
+    pub(crate) epoch: String,
+    pub(crate) offset: u64,
+}
+
+/// Whom a recorded broadcast went to, beyond "the whole namespace".
+#[derive(Debug, Default)]
+pub(crate) struct EntryFilter {
+    pub(crate) rooms: Vec<Arc<str>>,
+    pub(crate) except: Vec<SocketId>,
+    pub(crate) except_rooms: Vec<Arc<str>>,
+    pub(crate) only: Vec<SocketId>,
+}
+
+impl EntryFilter {
+    fn is_all(&self) -> bool {
+        self.rooms.is_empty()
+            && self.except.is_empty()
+            && self.except_rooms.is_empty()
+            && self.only.is_empty()
+    }
+
+    /// Whether a connection with this id, in these rooms, was addressed.
+    fn admits(&self, id: SocketId, rooms: &[Arc<str>]) -> bool {
+        (self.rooms.is_empty() || self.rooms.iter().any(|r| rooms.contains(r)))
+            && !self.except.contains(&id)
+            && !self.except_rooms.iter().any(|r| rooms.contains(r))
+            && (self.only.is_empty() || self.only.contains(&id))
+    }
+}
+
+struct Entry {
+    offset: u64,
+    at: Instant,
+    frame: Utf8Bytes,
+    /// `None`: the whole namespace.
+    filter: Option<Box<EntryFilter>>,
+}
+
+/// Why nothing (or not everything) could be recovered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unrecovered {
+    /// Nothing to recover: a fresh session, or a namespace joined for the first time.
+    New,
+    /// Resumed, but the client gave no position for this namespace.
+    NoOffset,
+    /// The client's epoch is not the current one (the history was lost).
+    EpochChanged,
+    /// Some missed events are older than what the history keeps.
+    Trimmed,
+    /// More missed events than `max_replay`.
+    TooMany,
+}
+
+impl Unrecovered {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Unrecovered::New => "new",
+            Unrecovered::NoOffset => "no offset",
+            Unrecovered::EpochChanged => "epoch changed",
+            Unrecovered::Trimmed => "trimmed",
+            Unrecovered::TooMany => "too many",
+        }
+    }
+}
+
+/// What a membership that starts is told.
+pub(crate) struct Replay {
+    pub(crate) outcome: Result<(), Unrecovered>,
+    pub(crate) events: Vec<Utf8Bytes>,
+    pub(crate) epoch: Arc<str>,
+    pub(crate) offset: u64,
+}
+
+pub(crate) struct History {
+    epoch: Arc<str>,
+    /// The last offset assigned (0: none yet).
+    top: u64,
+    entries: VecDeque<Entry>,
+    size: usize,
+    ttl: Duration,
+}
+
+/// A new random epoch: 16 hex characters.
+fn new_epoch() -> Arc<str> {
+    let mut b = [0u8; 8];
+    if getrandom::fill(&mut b).is_err() {
+        use std::hash::{BuildHasher, RandomState};
+        b = RandomState::new().hash_one(Instant::now()).to_le_bytes();
+    }
+    Arc::from(format!("{:016x}", u64::from_le_bytes(b)))
+}
+
+impl History {
+    pub(crate) fn new(size: usize, ttl: Duration) -> History {
+        History {
+            epoch: new_epoch(),
+            top: 0,
+            entries: VecDeque::new(),
+            size,
+            ttl,
+        }
+    }
+
+    fn evict(&mut self, now: Instant) {
+        while self.entries.len() > self.size {
+            self.entries.pop_front();
+        }
+        while self
+            .entries
+            .front()
+            .is_some_and(|e| now.saturating_duration_since(e.at) > self.ttl)
+        {
+            self.entries.pop_front();
+        }
+    }
+
+    /// Assign the next offset to an encoded event frame (`{…}` without `offset`/`epoch`), keep
+    /// it, and return the frame to deliver: the same with `,"offset":N,"epoch":"E"` before its
+    /// closing brace.
+    pub(crate) fn record(&mut self, frame: &str, filter: EntryFilter, now: Instant) -> Utf8Bytes {
+        self.top += 1;
+        let body = frame.strip_suffix('}').unwrap_or(frame);
+        let mut out = String::with_capacity(frame.len() + 48);
+        out.push_str(body);
+        out.push_str(",\"offset\":");
+        let _ = write!(out, "{}", self.top);
+        out.push_str(",\"epoch\":\"");
+        out.push_str(&self.epoch);
+        out.push_str("\"}");
+        let frame = Utf8Bytes::from(out);
+        if self.size > 0 {
+            self.entries.push_back(Entry {
+                offset: self.top,
+                at: now,
+                frame: frame.clone(),
+                filter: (!filter.is_all()).then(|| Box::new(filter)),
+            });
+        }
+        self.evict(now);
+        frame
+    }
+
+    /// What a membership starting now is told: with `from` (a resume), the events the session
+    /// (`id`, in `rooms`) missed after that position, or why they cannot be given; without,
+    /// just the current position.
+    pub(crate) fn replay(
+        &mut self,
+        resume: Option<(SocketId, &[Arc<str>], Option<&Position>)>,
+        max: usize,
+        now: Instant,
+    ) -> Replay {
+        self.evict(now);
+        let mut replay = Replay {
+            outcome: Err(Unrecovered::New),
+            events: Vec::new(),
+            epoch: self.epoch.clone(),
+            offset: self.top,
+        };
+        let Some((id, rooms, from)) = resume else {
+            return replay;
+        };
+        replay.outcome = self.missed(id, rooms, from, max).map(|e| replay.events = e);
+        replay
+    }
+
+    fn missed(
+        &self,
+        id: SocketId,
+        rooms: &[Arc<str>],
+        from: Option<&Position>,
+        max: usize,
+    ) -> Result<Vec<Utf8Bytes>, Unrecovered> {
+        let from = from.ok_or(Unrecovered::NoOffset)?;
+        if *from.epoch != *self.epoch || from.offset > self.top {
+            return Err(Unrecovered::EpochChanged);
+        }
+        if from.offset == self.top {
+            return Ok(Vec::new());
+        }
+        let first_kept = self.entries.front().map_or(self.top + 1, |e| e.offset);
+        if from.offset + 1 < first_kept {
+            return Err(Unrecovered::Trimmed);
+        }
+        let mut out = Vec::new();
+        // Entries are in offset order: skip to the first one after `from`.
+        let start = self.entries.partition_point(|e| e.offset <= from.offset);
+        for e in self.entries.range(start..) {
+            if e.filter.as_ref().is_none_or(|f| f.admits(id, rooms)) {
+                if out.len() == max {
+                    return Err(Unrecovered::TooMany);
+                }
+                out.push(e.frame.clone());
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Encode a `recovery` frame (PROTOCOL.md §13.4).
+pub(crate) fn encode_recovery(namespace: &str, replay: &Replay) -> Utf8Bytes {
+    let events_len: usize = replay.events.iter().map(|e| e.len() + 1).sum();
+    let mut out = String::with_capacity(128 + namespace.len() + events_len);
+    out.push_str("{\"type\":\"recovery\",\"namespace\":");
+    out.push_str(&serde_json::to_string(namespace).unwrap_or_else(|_| "\"/\"".to_owned()));
+    out.push_str(",\"data\":{\"recovered\":");
+    match replay.outcome {
+        Ok(()) => out.push_str("true"),
+        Err(reason) => {
+            out.push_str("false,\"reason\":\"");
+            out.push_str(reason.as_str());
+            out.push('"');
+        }
+    }
+    out.push_str(",\"epoch\":\"");
+    out.push_str(&replay.epoch);
+    out.push_str("\",\"offset\":");
+    let _ = write!(out, "{}", replay.offset);
+    out.push_str(",\"events\":[");
+    for (i, e) in replay.events.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(e);
+    }
+    out.push_str("]}}");
+    Utf8Bytes::from(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u64) -> SocketId {
+        SocketId::parse(&format!("{n:016x}")).unwrap()
+    }
+
+    fn at(h: &History, offset: u64) -> Position {
+        Position {
+            epoch: h.epoch.to_string(),
+            offset,
+        }
+    }
+
+    fn rec(h: &mut History, text: &str, filter: EntryFilter, now: Instant) -> String {
+        let frame = format!(r#"{{"type":"event","namespace":"/","event":"e","data":"{text}"}}"#);
+        h.record(&frame, filter, now).to_string()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn offsets_are_spliced_and_replayed_in_order_with_filters() {
+        let now = Instant::now();
+        let mut h = History::new(100, Duration::from_secs(60));
+        let f = rec(&mut h, "a", EntryFilter::default(), now);
+        assert_eq!(
+            f,
+            format!(
+                r#"{{"type":"event","namespace":"/","event":"e","data":"a","offset":1,"epoch":"{}"}}"#,
+                h.epoch
+            )
+        );
+        let lobby: Arc<str> = Arc::from("lobby");
+        rec(&mut h, "b", EntryFilter { rooms: vec![lobby.clone()], ..Default::default() }, now);
+        rec(&mut h, "c", EntryFilter { rooms: vec![Arc::from("other")], ..Default::default() }, now);
+        rec(&mut h, "d", EntryFilter { except: vec![id(7)], ..Default::default() }, now);
+        rec(&mut h, "e", EntryFilter { only: vec![id(7)], ..Default::default() }, now);
+        rec(&mut h, "f", EntryFilter { except_rooms: vec![lobby.clone()], ..Default::default() }, now);
+        let rooms = [lobby.clone()];
+        let r = h.replay(Some((id(7), &rooms, Some(&at(&h, 0)))), 100, now);
+        assert_eq!(r.outcome, Ok(()));
+        assert_eq!(r.offset, 6);
+        let data: Vec<&str> = r.events.iter().map(|e| &e[52..53]).collect();
+        assert_eq!(data, ["a", "b", "e"], "{:?}", r.events);
+        // From offset 2: only what came after.
+        let r = h.replay(Some((id(7), &rooms, Some(&at(&h, 2)))), 100, now);
+        assert_eq!(r.events.len(), 1);
+        // Up to date: recovered, nothing to send.
+        let r = h.replay(Some((id(8), &[], Some(&at(&h, 6)))), 100, now);
+        assert_eq!((r.outcome, r.events.len()), (Ok(()), 0));
+        // Another epoch, or a position from the future.
+        let other = Position { epoch: "x".into(), offset: 1 };
+        assert_eq!(h.replay(Some((id(8), &[], Some(&other))), 100, now).outcome, Err(Unrecovered::EpochChanged));
+        assert_eq!(h.replay(Some((id(8), &[], Some(&at(&h, 7)))), 100, now).outcome, Err(Unrecovered::EpochChanged));
+        assert_eq!(h.replay(Some((id(8), &[], None)), 100, now).outcome, Err(Unrecovered::NoOffset));
+        assert_eq!(h.replay(None, 100, now).outcome, Err(Unrecovered::New));
+        // More than max.
+        assert_eq!(h.replay(Some((id(9), &[], Some(&at(&h, 0)))), 2, now).outcome, Err(Unrecovered::TooMany));
+        assert_eq!(h.replay(Some((id(9), &[], Some(&at(&h, 0)))), 3, now).events.len(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn trimmed_by_size_and_age_but_quiet_clients_keep_their_place() {
+        let now = Instant::now();
+        let mut h = History::new(3, Duration::from_secs(10));
+        for i in 0..5 {
+            rec(&mut h, &i.to_string(), EntryFilter::default(), now);
+        }
+        // Kept: 3, 4, 5. From 1 (missed 2): trimmed; from 2: complete.
+        assert_eq!(h.replay(Some((id(1), &[], Some(&at(&h, 1)))), 100, now).outcome, Err(Unrecovered::Trimmed));
+        assert_eq!(h.replay(Some((id(1), &[], Some(&at(&h, 2)))), 100, now).events.len(), 3);
+        // Everything ages out; a client that saw offset 5 lost nothing.
+        let later = now + Duration::from_secs(11);
+        assert_eq!(h.replay(Some((id(1), &[], Some(&at(&h, 4)))), 100, later).outcome, Err(Unrecovered::Trimmed));
+        let r = h.replay(Some((id(1), &[], Some(&at(&h, 5)))), 100, later);
+        assert_eq!((r.outcome, r.events.len(), r.offset), (Ok(()), 0, 5));
+        // Size 0: offsets are assigned, nothing is kept.
+        let mut none = History::new(0, Duration::from_secs(10));
+        rec(&mut none, "x", EntryFilter::default(), now);
+        rec(&mut none, "y", EntryFilter::default(), now);
+        assert_eq!(none.replay(Some((id(1), &[], Some(&at(&none, 1)))), 100, now).outcome, Err(Unrecovered::Trimmed));
+        assert_eq!(none.replay(Some((id(1), &[], Some(&at(&none, 2)))), 100, now).outcome, Ok(()));
+    }
+
+    #[test]
+    fn recovery_frame_shape() {
+        let r = Replay {
+            outcome: Ok(()),
+            events: vec![Utf8Bytes::from_static(r#"{"a":1}"#), Utf8Bytes::from_static(r#"{"b":2}"#)],
+            epoch: Arc::from("e1"),
+            offset: 9,
+        };
+        assert_eq!(
+            encode_recovery("/chat", &r).as_str(),
+            r#"{"type":"recovery","namespace":"/chat","data":{"recovered":true,"epoch":"e1","offset":9,"events":[{"a":1},{"b":2}]}}"#
+        );
+        let r = Replay { outcome: Err(Unrecovered::New), events: vec![], epoch: Arc::from("e2"), offset: 0 };
+        assert_eq!(
+            encode_recovery("/", &r).as_str(),
+            r#"{"type":"recovery","namespace":"/","data":{"recovered":false,"reason":"new","epoch":"e2","offset":0,"events":[]}}"#
+        );
+    }
+}

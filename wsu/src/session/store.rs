@@ -1,0 +1,195 @@
+//! The sessions of one server: live ones (a transport is attached) and detached ones (their
+//! transport ended without the client meaning it), kept for the session TTL.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::token::{self, Secret};
+use crate::SocketId;
+use crate::conn::ConnShared;
+use crate::sync::lock;
+
+/// What a session keeps while detached: its namespaces and rooms.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Saved {
+    pub(crate) namespaces: Vec<(Arc<str>, Vec<Arc<str>>)>,
+}
+
+impl Saved {
+    pub(crate) fn of(memberships: &[crate::conn::Membership]) -> Saved {
+        Saved {
+            namespaces: memberships
+                .iter()
+                .map(|m| (m.ns.name.clone(), m.rooms.clone()))
+                .collect(),
+        }
+    }
+}
+
+/// Why a resume was refused (the connection gets a fresh session).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// Malformed, or the secret does not match.
+    InvalidToken,
+    /// Expired, already used, or never existed.
+    Unknown,
+}
+
+impl Refusal {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Refusal::InvalidToken => "invalid token",
+            Refusal::Unknown => "unknown session",
+        }
+    }
+}
+
+/// A session handed to a resuming connection.
+pub(crate) enum Claimed {
+    /// Its transport had ended.
+    Detached(Saved),
+    /// Its transport is still open (half-open TCP, or a second tab with a copied token): the
+    /// caller takes the session over from it.
+    Live(Arc<ConnShared>),
+}
+
+enum State {
+    Live(Weak<ConnShared>),
+    Detached { saved: Saved, expires: Instant },
+}
+
+struct Entry {
+    secret: Secret,
+    state: State,
+}
+
+#[derive(Default)]
+struct Store {
+    map: HashMap<SocketId, Entry>,
+    /// Detached sessions by expiry (the TTL is fixed, so this is in order).
+    expiry: VecDeque<(Instant, SocketId)>,
+}
+
+impl Store {
+    fn sweep(&mut self, now: Instant) {
+        while let Some(&(at, id)) = self.expiry.front() {
+            if at > now {
+                break;
+            }
+            self.expiry.pop_front();
+            if let Some(Entry {
+                state: State::Detached { expires, .. },
+                ..
+            }) = self.map.get(&id)
+            {
+                if *expires <= now {
+                    self.map.remove(&id);
+                }
+            }
+        }
+    }
+}
+
+/// Counts, for [`Stats`](crate::Stats).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct SessionCounts {
+    pub(crate) detached: usize,
+}
+
+pub(crate) struct Sessions {
+    ttl: Duration,
+    store: Mutex<Store>,
+}
+
+impl Sessions {
+    pub(crate) fn new(ttl: Duration) -> Sessions {
+        Sessions {
+            ttl,
+            store: Mutex::new(Store::default()),
+        }
+    }
+
+    /// Attach a session to a new transport (a fresh one, or one just claimed): a new secret,
+    /// so every token is good for one resume. Returns the token, or `None` if the operating
+    /// system gave no randomness (the connection then works, without resume).
+    pub(crate) fn open(&self, conn: &Arc<ConnShared>) -> Option<String> {
+        let secret = Secret::random()?;
+        let mut store = lock(&self.store);
+        store.sweep(Instant::now());
+        store.map.insert(
+            conn.id,
+            Entry {
+                secret,
+                state: State::Live(Arc::downgrade(conn)),
+            },
+        );
+        Some(secret.token(conn.id))
+    }
+
+    /// Take the session a token names, if the token is right: it is removed (a token works
+    /// once; the new transport gets a new one from [`open`](Self::open)). A wrong secret for an
+    /// existing session leaves that session alone.
+    pub(crate) fn claim(&self, token: &str) -> Result<(SocketId, Claimed), Refusal> {
+        let (id, secret) = token::parse(token).ok_or(Refusal::InvalidToken)?;
+        let now = Instant::now();
+        let mut store = lock(&self.store);
+        store.sweep(now);
+        let entry = store.map.get(&id).ok_or(Refusal::Unknown)?;
+        if !entry.secret.matches(&secret) {
+            return Err(Refusal::InvalidToken);
+        }
+        let entry = store.map.remove(&id).ok_or(Refusal::Unknown)?;
+        match entry.state {
+            State::Detached { saved, expires } if expires > now => {
+                Ok((id, Claimed::Detached(saved)))
+            }
+            State::Detached { .. } => Err(Refusal::Unknown),
+            State::Live(weak) => match weak.upgrade() {
+                Some(conn) if !conn.is_closed() => Ok((id, Claimed::Live(conn))),
+                _ => Err(Refusal::Unknown),
+            },
+        }
+    }
+
+    /// A transport ended: keep its session for the TTL with `saved`, or end it (`None`).
+    /// Nothing happens if the session is no longer this transport's (it was taken over).
+    pub(crate) fn detach(&self, conn: &Arc<ConnShared>, saved: Option<Saved>) {
+        let now = Instant::now();
+        let mut store = lock(&self.store);
+        store.sweep(now);
+        let ours = matches!(
+            store.map.get(&conn.id),
+            Some(Entry { state: State::Live(w), .. }) if std::ptr::eq(w.as_ptr(), Arc::as_ptr(conn))
+        );
+        if !ours {
+            return;
+        }
+        match saved {
+            Some(saved) => {
+                let expires = now + self.ttl;
+                if let Some(e) = store.map.get_mut(&conn.id) {
+                    e.state = State::Detached { saved, expires };
+                }
+                store.expiry.push_back((expires, conn.id));
+            }
+            None => {
+                store.map.remove(&conn.id);
+            }
+        }
+    }
+
+    pub(crate) fn counts(&self) -> SessionCounts {
+        let mut store = lock(&self.store);
+        store.sweep(Instant::now());
+        SessionCounts {
+            detached: store
+                .map
+                .values()
+                .filter(|e| matches!(e.state, State::Detached { .. }))
+                .count(),
+        }
+    }
+}
