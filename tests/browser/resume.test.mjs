@@ -306,6 +306,32 @@ test('hello: sid, token and limits are kept, hello reaches no handler, over-size
   await page.close();
 });
 
+test('what is buffered before the first hello is checked against its limit when flushed', async () => {
+  const page = await newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  await startClient(page, '/ws');
+  // Emitted at once, before the connection is open: the limit is not known yet.
+  await page.evaluate(() => {
+    window.client.emit('early-big', 'x'.repeat(500));
+    window.early = window.client.emitWithAck('early-big-ack', 'y'.repeat(500)).then(
+      () => 'resolved',
+      (e) => `${e.kind} ${e.code} ${e.limit}`,
+    );
+    window.client.emit('early-small', 1);
+  });
+  const c = await nextConnection();
+  c.send(hello({ maxMessageSize: 300 }));
+  assert.deepEqual(await c.next(), { type: 'event', namespace: '/', event: 'early-small', data: 1 });
+  assert.equal(await page.evaluate(() => window.early), 'too-large WSU_MESSAGE_TOO_LARGE 300');
+  await page.evaluate(() => window.client.close());
+  await c.closed;
+  assert.deepEqual(c.frames, [], 'nothing but early-small was sent');
+  // The dropped plain emit is reported like an uncaught error.
+  assert.ok(errors.some((m) => /"early-big" is 562 bytes.*maxMessageSize of 300 bytes/.test(m)), errors.join('; '));
+  await page.close();
+});
+
 test('resume: positions, the reconnect URL, accepted resume (no rejoin, replay in order), refused resume (rejoin)', async () => {
   const page = await newPage();
   // The app's own parameters: in the URL (with a stale wsu_resume) and in `query`.

@@ -481,6 +481,7 @@ export class WsuClient {
     if (typeof limit !== 'number' || !Number.isFinite(limit) || text.length * 3 <= limit) return;
     const size = utf8Length(text);
     if (size <= limit) return;
+    if (!frame) frame = JSON.parse(text);
     const what = frame.type === 'event' ? `event "${frame.event}"` : `${frame.type} of "${frame.room ?? frame.namespace}"`;
     throw new MessageTooLargeError(size, limit, what);
   }
@@ -492,7 +493,7 @@ export class WsuClient {
       if (e.cancelled) continue;
       // Buffered before the first hello told the limit: refused now, not sent.
       try {
-        this._checkSize(e.text, JSON.parse(e.text));
+        this._checkSize(e.text, null);
       } catch (err) {
         if (e.req) {
           this._dropRequest(e.req);
