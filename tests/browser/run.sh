@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Tests of the wsu browser client (wsu/js/wsu.js) in headless Chromium against a real wsu server
+# Tests of the wsu browser client (wsu/js/wsu.js) in headless Chromium: first its session features
+# (hello, resume, recovery, presence) against a fake server written in Node with `ws`
+# (tests/browser/resume.test.mjs, no cargo build needed); then against a real wsu server
 # (tests/src/bin/browser_server.rs), driven by playwright-core (tests/browser/test.mjs); then the
 # example chat app's page against its server (tests/browser/chat.test.mjs), and on two nodes of
 # a cluster through a child redis-server and nats-server (tests/browser/cluster.test.mjs).
@@ -54,6 +56,9 @@ if wsu_in_ci || [ ! -d node_modules/playwright-core ]; then
     skip "npm ci failed (tests/browser/package-lock.json)" "needs access to the npm registry"
   fi
 fi
+
+echo "== node --test resume.test.mjs (hello, resume, recovery, presence; against a fake server in Node)"
+CHROMIUM="$chromium" timeout 120 node --test --test-reporter=spec resume.test.mjs
 
 echo "== cargo build -p wsu-tests --bin browser_server, -p chat --bin chat"
 (cd "$root" && cargo build -q -p wsu-tests --bin browser_server)

@@ -24,7 +24,19 @@
  *   disconnected waits for the next connection, or for `close()` / giving up).
  * - Joined namespaces and rooms are remembered and joined again after every reconnection,
  *   namespaces first, before the offline buffer is flushed and before the state becomes
- *   `connected`.
+ *   `connected` (except after an accepted resume: the server restored them).
+ *
+ * Sessions (wsu protocol extensions v2; PROTOCOL.md §11):
+ * - The server's `hello` frame (the first frame of a connection) is read, never given to
+ *   handlers: {@link WsuClient.sessionId}, {@link WsuClient.limits}, and the resume token when
+ *   the server has recovery on. Sends whose encoded frame is larger than
+ *   `limits.maxMessageSize` fail at once with a {@link MessageTooLargeError}.
+ * - With a token, a reconnection asks to resume the session (`wsu_resume` and `wsu_offsets` in
+ *   the URL, with the last stream position of each namespace). The server then replays missed
+ *   broadcasts in `recovery` frames: they are given to the `on` handlers in order, before any
+ *   later message, and reported to {@link WsuClient.onRecovery} listeners.
+ * - Room presence (`presence` frames) is tracked: {@link WsuClient.presence},
+ *   {@link WsuClient.onPresence}.
  *
  * @module wsu
  */
@@ -71,7 +83,8 @@ export interface ConnectOptions {
    * | close code | reconnect? |
    * |---|---|
    * | 1006 (dropped without a close frame: network failure, server killed, or could not connect) | yes |
-   * | 1001 (server shutting down), 1011, 1013, `4000..=4499` | yes |
+   * | 1001 (server shutting down), 1011, 1013, `4000..=4499` except 4003 | yes |
+   * | 4003 (session resumed elsewhere: another transport took over this session) | no |
    * | 1000 (the server application closed the connection) | only with `onNormalClose` |
    * | `4500..=4999` (refused, e.g. bad credentials), 1002, 1005, 1007, 1008, 1009, others | no |
    * | after `close()` | no |
@@ -92,6 +105,15 @@ export interface ConnectOptions {
    * reject with `disconnected`).
    */
   offlineBuffer?: number;
+  /**
+   * How long, in ms, an open connection waits for the server's `hello` frame (the first frame
+   * of a wsu server with `hello` on, its default) before rejoining and becoming `connected`.
+   * The wait ends at once when the hello, or any other first frame, arrives; it only lasts the
+   * full time against a server with `hello(false)`. A connection that asked to resume waits at
+   * least `ackTimeout` (without a hello it counts as refused). `0`: do not wait unless resuming.
+   * Default 1000.
+   */
+  helloTimeout?: number;
   /** WebSocket implementation; default `globalThis.WebSocket` (give one in Node < 22). */
   WebSocket?: unknown;
 }
@@ -120,7 +142,9 @@ export type WsuErrorKind =
   /** The server answered with an `error` message (`message` is its `error` text, `data` its `data`). */
   | 'server'
   /** The offline buffer is full. */
-  | 'buffer-full';
+  | 'buffer-full'
+  /** The message's frame is larger than the server's `maxMessageSize` ({@link MessageTooLargeError}). */
+  | 'too-large';
 
 /** The error of every failed client operation. */
 export class WsuError extends Error {
@@ -131,6 +155,95 @@ export class WsuError extends Error {
   /** For kind `server`: the `data` of the server's error message, if any. */
   readonly data: unknown;
   constructor(kind: WsuErrorKind, message: string, data?: unknown);
+}
+
+/**
+ * Thrown by `emit`, and the rejection of `emitWithAck` / `join` / `joinNamespace`, when the
+ * encoded frame (the JSON text, counted in UTF-8 bytes, ack id included) is larger than the
+ * server's `limits.maxMessageSize` from its `hello` frame: nothing is sent (the server would close
+ * the connection with 1009). The message names both numbers, e.g. `wsu: event "chat" is 70001
+ * bytes, larger than the server's maxMessageSize of 65536 bytes; not sent`. Until the first
+ * hello the limit is unknown: what is buffered meanwhile is checked when the buffer is flushed
+ * (an `emitWithAck` then rejects with this error; a plain `emit` is dropped and the error is
+ * reported like an uncaught one).
+ */
+export class MessageTooLargeError extends WsuError {
+  readonly kind: 'too-large';
+  readonly name: 'MessageTooLargeError';
+  /** Always `"WSU_MESSAGE_TOO_LARGE"`. */
+  readonly code: 'WSU_MESSAGE_TOO_LARGE';
+  /** The frame's size in bytes (UTF-8). */
+  readonly size: number;
+  /** The server's `maxMessageSize`, in bytes. */
+  readonly limit: number;
+  constructor(size: number, limit: number, what: string);
+}
+
+/** The server's limits, from its `hello` frame. */
+export interface ServerLimits {
+  maxMessageSize: number;
+  ackTimeoutMs: number;
+  pingIntervalMs: number;
+  readTimeoutMs: number;
+  maxPendingAcks: number;
+  maxPendingRequests: number;
+  rateLimit: { perSecond: number; burst: number } | null;
+}
+
+/** A namespace's stream position: the `epoch` and `offset` of the last broadcast handled. */
+export interface StreamPosition {
+  epoch: string;
+  offset: number;
+}
+
+/**
+ * A `recovery` frame, given to {@link WsuClient.onRecovery} listeners after its `events` were
+ * handed to the handlers. The server sends one per namespace each time the connection becomes a
+ * member: for `/` on connecting, for others on joining, and for every namespace a resume restored.
+ */
+export interface RecoveryEvent {
+  /** The namespace. */
+  namespace: string;
+  /**
+   * `true`: the replayed events are exactly what this client missed. `false`: see `reason`; after
+   * a resume the rooms are still restored, but the application should reload its state.
+   */
+  recovered: boolean;
+  /**
+   * With `recovered: false`: `"new"` (nothing to recover: fresh session or first join),
+   * `"no offset"`, `"epoch changed"` (the server's history was lost), `"trimmed"`, `"too many"`.
+   */
+  reason?: string;
+  /** How many missed events were replayed (handed to the `on` handlers, in order). */
+  replayed: number;
+  /** The namespace's position after these events (the client's position from now on). */
+  epoch: string;
+  offset: number;
+}
+
+/** One connection of a user in a room's presence. */
+export interface PresenceConnection {
+  /** The connection's session id. */
+  sid: string;
+  /** What the server's connect hook set with `set_presence` (`null` by default). */
+  meta: unknown;
+}
+
+/** A room's presence: user key (the sid by default) → its connections (one per tab/device). */
+export type PresenceState = Record<string, PresenceConnection[]>;
+
+/** A change of a room's presence, given to {@link WsuClient.onPresence} listeners. */
+export interface PresenceEvent {
+  namespace: string;
+  room: string;
+  /** `state`: the server sent the whole state (it replaced the view); `diff`: joins and leaves. */
+  kind: 'state' | 'diff';
+  /** For `diff`: the connections that joined (empty for `state`). */
+  joins: PresenceState;
+  /** For `diff`: the connections that left (empty for `state`). */
+  leaves: PresenceState;
+  /** The room's presence after the change (a copy). */
+  state: PresenceState;
 }
 
 /** Connection states. */
@@ -167,6 +280,11 @@ export interface StateEvent {
   delay?: number;
   /** For `disconnected`, `reconnecting` and `gave-up`: whether the client will try again. */
   willReconnect?: boolean;
+  /**
+   * For `connected`: whether the server accepted to resume the previous session (namespaces
+   * and rooms restored by the server, missed events replayed); `false` for a fresh session.
+   */
+  resumed?: boolean;
 }
 
 /** An `error` message from the server that answers no request of this client. */
@@ -213,6 +331,50 @@ export class WsuClient {
   readonly state: ConnectionState;
 
   /**
+   * The session id: the `sid` of the latest `hello` frame (after an accepted resume, the resumed
+   * session's, unchanged), or `null` before the first hello (or with a server without hello).
+   */
+  readonly sessionId: string | null;
+
+  /**
+   * Whether the current connection resumed the previous session (its hello said
+   * `resume.accepted`). `false` on a first connection, after a refused resume (the client then
+   * rejoined its namespaces and rooms) and without recovery on the server.
+   */
+  readonly recovered: boolean;
+
+  /** The server's limits from the latest hello frame, or `null`. */
+  readonly limits: ServerLimits | null;
+
+  /**
+   * The stream position of each namespace (a copy): from the last `recovery` frame or the last
+   * handled event carrying an `offset`, whichever is later. It is what a resume sends in
+   * `wsu_offsets`; cleared when a connection starts a fresh session.
+   */
+  readonly positions: Record<string, StreamPosition>;
+
+  /**
+   * Listen to `recovery` frames (see {@link RecoveryEvent}); called after the frame's events
+   * were handed to the handlers, before any later message is handled. Returns a function that
+   * removes the listener.
+   */
+  onRecovery(listener: (event: RecoveryEvent) => void): () => void;
+
+  /**
+   * Listen to the presence changes of the rooms this client is in (needs
+   * `ServerBuilder::presence(true)`). Returns a function that removes the listener.
+   */
+  onPresence(listener: (event: PresenceEvent) => void): () => void;
+
+  /**
+   * The presence of `room` of `options.namespace` (default `"/"`), a copy: `{}` before the
+   * server sent its state. A `state` frame replaces it; `joins`/`leaves` apply (a user key
+   * without connections is removed). Leaving the room (or its namespace), and a fresh session
+   * after a refused resume, forget it.
+   */
+  presence(room: string, options?: NamespaceOption): PresenceState;
+
+  /**
    * Listen to state changes. The initial `connecting` state is announced in a microtask, so a
    * listener added right after `connect()` sees it. Returns a function that removes the listener.
    */
@@ -239,7 +401,8 @@ export class WsuClient {
    * Send an event without ack. While not connected it is queued in the offline buffer.
    *
    * @throws {WsuError} `buffer-full` when the offline buffer is full; `disconnected` after
-   *   `close()`, a refusing close code or giving up.
+   *   `close()`, a refusing close code or giving up; {@link MessageTooLargeError} (kind
+   *   `too-large`) when the frame is larger than the server's `maxMessageSize`.
    * @throws {TypeError} for an empty event name, a namespace not starting with `/`, or data
    *   that JSON cannot encode.
    */
@@ -251,7 +414,8 @@ export class WsuClient {
    * `options.timeout`), `disconnected` (the connection closed after the event was sent: it is
    * not re-sent, since the server may have handled it), `server` (the server answered with an
    * `error` carrying this ack id: unknown event, invalid payload, the handler's error...),
-   * `buffer-full`; or with a `TypeError` for an invalid name or data that JSON cannot encode.
+   * `buffer-full`, `too-large` ({@link MessageTooLargeError}, nothing sent); or with a
+   * `TypeError` for an invalid name or data that JSON cannot encode.
    */
   emitWithAck<R = unknown>(event: string, data?: unknown, options?: AckOptions): Promise<R>;
 
@@ -259,8 +423,10 @@ export class WsuClient {
    * Join `room` of `options.namespace` (default `"/"`; the namespace is joined too). Resolves
    * when the server confirms. The room is remembered and joined again after every reconnection;
    * called while disconnected, it resolves once joined after reconnecting. Rejects with kind
-   * `server` when the server refuses (the room is then forgotten), `timeout`, or
-   * `disconnected` when the client is closed.
+   * `server` when the server refuses (the room is then forgotten), `timeout`, `too-large`
+   * (a room name making the frame larger than `maxMessageSize`), or `disconnected` when the
+   * client is closed. After an accepted resume only the rooms joined while disconnected are
+   * joined again (the server restored the others); those left while disconnected are left then.
    */
   join(room: string, options?: NamespaceOption): Promise<void>;
 
@@ -305,7 +471,8 @@ export function connect(url?: string, options?: ConnectOptions): WsuClient;
 
 /**
  * Whether the client reconnects after a close with `code`: true for 1001, 1006, 1011, 1013 and
- * `4000..=4499`; for 1000 only when `onNormalClose`; false otherwise.
+ * `4000..=4499` except 4003 (session resumed elsewhere); for 1000 only when `onNormalClose`;
+ * false otherwise.
  */
 export function shouldReconnect(code: number, onNormalClose?: boolean): boolean;
 
@@ -314,6 +481,7 @@ export const DEFAULTS: Readonly<{
   reconnect: Readonly<Required<ReconnectOptions>>;
   ackTimeout: number;
   offlineBuffer: number;
+  helloTimeout: number;
 }>;
 
 /**
@@ -332,6 +500,7 @@ declare const _default: {
   connect: typeof connect;
   WsuClient: typeof WsuClient;
   WsuError: typeof WsuError;
+  MessageTooLargeError: typeof MessageTooLargeError;
   DEFAULTS: typeof DEFAULTS;
   backoffDelay: typeof backoffDelay;
   withJitter: typeof withJitter;

@@ -21,16 +21,19 @@ export const DEFAULTS = Object.freeze({
   }),
   ackTimeout: 5000,
   offlineBuffer: 256,
+  helloTimeout: 1000,
 });
 
 const ROOT = '/';
 const NORMAL = 1000;
 const MAX_REASON_BYTES = 123;
+/** Close code of a transport replaced by a resume of its session elsewhere: never reconnected. */
+const RESUMED_ELSEWHERE = 4003;
 
 /** The error type of every failed client operation; `kind` says what happened. */
 export class WsuError extends Error {
   /**
-   * @param {'timeout'|'disconnected'|'server'|'buffer-full'} kind
+   * @param {'timeout'|'disconnected'|'server'|'buffer-full'|'too-large'} kind
    * @param {string} message
    * @param {unknown} [data]
    */
@@ -39,6 +42,25 @@ export class WsuError extends Error {
     this.name = 'WsuError';
     this.kind = kind;
     this.data = data;
+  }
+}
+
+/**
+ * A message refused locally because its encoded frame is larger than the server's
+ * `limits.maxMessageSize` (from the `hello` frame): nothing was sent. `kind` is `'too-large'`.
+ */
+export class MessageTooLargeError extends WsuError {
+  /**
+   * @param {number} size the frame's size in bytes (UTF-8)
+   * @param {number} limit the server's maxMessageSize
+   * @param {string} what what was refused (e.g. 'event "chat"')
+   */
+  constructor(size, limit, what) {
+    super('too-large', `wsu: ${what} is ${size} bytes, larger than the server's maxMessageSize of ${limit} bytes; not sent`);
+    this.name = 'MessageTooLargeError';
+    this.code = 'WSU_MESSAGE_TOO_LARGE';
+    this.size = size;
+    this.limit = limit;
   }
 }
 
@@ -55,11 +77,13 @@ export function connect(url, options) {
 
 /**
  * Whether the client reconnects after a close with `code` (wsu's `CloseCode::should_reconnect`):
- * yes for 1001, 1006, 1011, 1013 and 4000-4499; for 1000 only with `onNormalClose`; no otherwise
- * (4500-4999: refused; 1002, 1005, 1007, 1008, 1009: retrying would fail the same way).
+ * yes for 1001, 1006, 1011, 1013 and 4000-4499 except 4003 (session resumed elsewhere); for 1000
+ * only with `onNormalClose`; no otherwise (4500-4999: refused; 1002, 1005, 1007, 1008, 1009:
+ * retrying would fail the same way).
  */
 export function shouldReconnect(code, onNormalClose = false) {
   if (code === NORMAL) return onNormalClose;
+  if (code === RESUMED_ELSEWHERE) return false; // the session lives on in another transport
   return code === 1001 || code === 1006 || code === 1011 || code === 1013 || (code >= 4000 && code <= 4499);
 }
 
@@ -98,7 +122,7 @@ function truncateReason(reason) {
   return s;
 }
 
-function resolveUrl(url, query) {
+function resolveUrl(url, query, resume) {
   const loc = typeof location !== 'undefined' ? location : undefined;
   let u;
   if (url === undefined || url === null || url === '') url = '/ws';
@@ -117,6 +141,16 @@ function resolveUrl(url, query) {
       if (v !== undefined && v !== null) u.searchParams.set(k, String(v));
     }
   }
+  // Resume parameters (spec: wsu_resume=<token>&wsu_offsets=<encodeURIComponent(JSON)>); any
+  // stale one (in the url or the app's query) is replaced, never duplicated.
+  if (u.searchParams.has('wsu_resume')) u.searchParams.delete('wsu_resume');
+  if (u.searchParams.has('wsu_offsets')) u.searchParams.delete('wsu_offsets');
+  if (resume) {
+    let extra = `wsu_resume=${encodeURIComponent(resume.token)}`;
+    if (resume.offsets) extra += `&wsu_offsets=${encodeURIComponent(resume.offsets)}`;
+    const q0 = u.search.replace(/^\?/, '');
+    u.search = q0 ? `${q0}&${extra}` : extra;
+  }
   return u.toString();
 }
 
@@ -128,6 +162,21 @@ function toMessage(err) {
   } catch {
     return String(err);
   }
+}
+
+/** UTF-8 byte length of `text`. */
+function utf8Length(text) {
+  return new TextEncoder().encode(text).length;
+}
+
+function isPosition(epoch, offset) {
+  return typeof epoch === 'string' && typeof offset === 'number' && Number.isFinite(offset) && offset >= 0;
+}
+
+function copyPresence(state) {
+  const out = {};
+  for (const [key, conns] of state) out[key] = conns.map((c) => ({ sid: c.sid, meta: c.meta }));
+  return out;
 }
 
 /** A client connection; made by `connect`. */
@@ -143,6 +192,7 @@ export class WsuClient {
     this._reconnect = opts.reconnect === false ? false : { ...DEFAULTS.reconnect, ...(opts.reconnect ?? {}) };
     this._ackTimeout = opts.ackTimeout ?? DEFAULTS.ackTimeout;
     this._bufferLimit = opts.offlineBuffer ?? DEFAULTS.offlineBuffer;
+    this._helloTimeout = opts.helloTimeout ?? DEFAULTS.helloTimeout;
 
     this._state = 'connecting';
     this._closed = false; // no more connections: client close, a 4500-4999 close, or gave up
@@ -160,7 +210,21 @@ export class WsuClient {
     this._requests = new Map(); // ackId -> {resolve, reject, timer, gen, sent}
     this._buffer = []; // frames waiting for a connection
     this._pings = []; // FIFO of {resolve, reject, start, timer, done}
-    this._memberships = new Map(); // key -> {namespace, room, waiters}
+    this._memberships = new Map(); // key -> {namespace, room, waiters, confirmed}
+
+    // Sessions and recovery (protocol extensions v2).
+    this._hello = null; // data of the current connection's hello frame
+    this._sid = null;
+    this._token = null; // the latest resume token (single use; older ones are forgotten)
+    this._limits = null;
+    this._recovered = false; // the current connection resumed the previous session
+    this._resuming = false; // the current WebSocket's URL carries wsu_resume
+    this._helloWaiter = null; // {resolve, timer} while the open waits for the hello frame
+    this._positions = new Map(); // namespace -> {epoch, offset}
+    this._leftOffline = []; // {namespace, room} left while disconnected (told after a resume)
+    this._recoveryListeners = new Set();
+    this._presenceListeners = new Set();
+    this._presence = new Map(); // mkey -> {namespace, room, state: Map(userKey -> [{sid, meta}])}
 
     resolveUrl(this._url, undefined); // a bad url is the caller's error: throw now
     this._openSocket();
@@ -179,6 +243,46 @@ export class WsuClient {
   onState(cb) {
     this._stateListeners.add(cb);
     return () => this._stateListeners.delete(cb);
+  }
+
+  /** The session id (the hello frame's `sid`; after an accepted resume, the resumed session's). */
+  get sessionId() {
+    return this._sid;
+  }
+
+  /** Whether the current connection resumed the previous session (hello `resume.accepted`). */
+  get recovered() {
+    return this._recovered;
+  }
+
+  /** The server's `limits` from the latest hello frame, or null. */
+  get limits() {
+    return this._limits;
+  }
+
+  /** The stream position per namespace: `{ [namespace]: {epoch, offset} }` (a copy). */
+  get positions() {
+    const out = {};
+    for (const [ns, p] of this._positions) out[ns] = { epoch: p.epoch, offset: p.offset };
+    return out;
+  }
+
+  /** Listen to `recovery` frames (one per namespace per membership); returns an unsubscribe function. */
+  onRecovery(cb) {
+    this._recoveryListeners.add(cb);
+    return () => this._recoveryListeners.delete(cb);
+  }
+
+  /** Listen to presence changes of rooms; returns an unsubscribe function. */
+  onPresence(cb) {
+    this._presenceListeners.add(cb);
+    return () => this._presenceListeners.delete(cb);
+  }
+
+  /** The presence state of `room` (of `options.namespace`): user key -> [{sid, meta}] (a copy). */
+  presence(room, options = {}) {
+    const p = this._presence.get(this._mkey(normaliseNamespace(options?.namespace), checkName('room', room)));
+    return p ? copyPresence(p.state) : {};
   }
 
   /** Listen to `error` messages of the server that answer no request of this client. */
@@ -290,6 +394,7 @@ export class WsuClient {
   /** Close with code 1000 and `reason`; the client does not reconnect. */
   close(reason = '') {
     if (this._closed && !this._ws) return;
+    this._token = null; // a closed session cannot be resumed
     const ws = this._ws;
     this._finish('client closed');
     if (ws) {
@@ -349,6 +454,7 @@ export class WsuClient {
   _send(frame, req) {
     // Encoded at once: data that JSON cannot encode fails here, not at flush time.
     const text = JSON.stringify(frame);
+    this._checkSize(text, frame);
     if (this._ready) {
       if (req) {
         req.gen = this._gen;
@@ -369,11 +475,34 @@ export class WsuClient {
     this._buffer.push(entry);
   }
 
+  /** Throw a MessageTooLargeError when `text` exceeds the server's maxMessageSize. */
+  _checkSize(text, frame) {
+    const limit = this._limits?.maxMessageSize;
+    if (typeof limit !== 'number' || !Number.isFinite(limit) || text.length * 3 <= limit) return;
+    const size = utf8Length(text);
+    if (size <= limit) return;
+    if (!frame) frame = JSON.parse(text);
+    const what = frame.type === 'event' ? `event "${frame.event}"` : `${frame.type} of "${frame.room ?? frame.namespace}"`;
+    throw new MessageTooLargeError(size, limit, what);
+  }
+
   _flush() {
     const entries = this._buffer;
     this._buffer = [];
     for (const e of entries) {
       if (e.cancelled) continue;
+      // Buffered before the first hello told the limit: refused now, not sent.
+      try {
+        this._checkSize(e.text, null);
+      } catch (err) {
+        if (e.req) {
+          this._dropRequest(e.req);
+          e.req.reject(err);
+        } else {
+          reportLater(err);
+        }
+        continue;
+      }
       if (e.req) {
         e.req.gen = this._gen;
         e.req.sent = true;
@@ -383,12 +512,33 @@ export class WsuClient {
     }
   }
 
+  _dropRequest(req) {
+    for (const [id, r] of this._requests) {
+      if (r === req) {
+        this._requests.delete(id);
+        if (r.timer) clearTimeout(r.timer);
+        return;
+      }
+    }
+  }
+
+  /** The resume parameters for the next attempt, or null without a token. */
+  _resumeParams() {
+    if (!this._token) return null;
+    const offsets = {};
+    for (const [ns, p] of this._positions) offsets[ns] = { epoch: p.epoch, offset: p.offset };
+    return { token: this._token, offsets: this._positions.size ? JSON.stringify(offsets) : null };
+  }
+
   _openSocket() {
     this._gen += 1;
     const gen = this._gen;
     let ws;
     try {
-      ws = new this._WebSocket(resolveUrl(this._url, this._query));
+      const resume = this._resumeParams();
+      const url = resolveUrl(this._url, this._query, resume);
+      this._resuming = resume !== null;
+      ws = new this._WebSocket(url);
     } catch (e) {
       // A malformed URL is not worth retrying.
       this._finish('invalid url');
@@ -411,11 +561,53 @@ export class WsuClient {
     };
   }
 
+  /** Resolves with the hello's data, or null (first frame not a hello, or helloTimeout). */
+  _waitHello() {
+    if (this._hello) return Promise.resolve(this._hello);
+    const timeout = this._resuming ? Math.max(this._helloTimeout, this._ackTimeout) : this._helloTimeout;
+    if (!(timeout > 0)) return Promise.resolve(null);
+    return new Promise((resolve) => {
+      const w = { resolve, timer: null };
+      w.timer = Number.isFinite(timeout) ? setTimeout(() => this._endHelloWait(null), timeout) : null;
+      this._helloWaiter = w;
+    });
+  }
+
+  _endHelloWait(value) {
+    const w = this._helloWaiter;
+    if (!w) return;
+    this._helloWaiter = null;
+    if (w.timer) clearTimeout(w.timer);
+    w.resolve(value);
+  }
+
   async _onOpen(gen) {
     this._open = true;
+    this._hello = null;
+    this._recovered = false;
+    const hello = await this._waitHello();
+    if (gen !== this._gen || !this._open) return;
+    const resumed = this._resuming && hello?.resume?.accepted === true;
+    this._recovered = resumed;
+    let all = [...this._memberships.values()];
+    const leftOffline = this._leftOffline;
+    this._leftOffline = [];
+    if (resumed) {
+      // The server restored the session's namespaces and rooms: only what was joined while
+      // disconnected is joined, and what was left meanwhile is left now.
+      all = all.filter((m) => !m.confirmed);
+      for (const l of leftOffline) {
+        if (!this._memberships.has(this._mkey(l.namespace, l.room))) {
+          this._membershipRequest('leave', l.namespace, l.room).catch(() => {});
+        }
+      }
+    } else {
+      // A fresh session: positions and presence views of the old one are meaningless.
+      this._positions.clear();
+      this._presence.clear();
+    }
     // Namespaces first, then rooms (a room join also joins its namespace, but a namespace's
     // connect hook must decide before its rooms are entered).
-    const all = [...this._memberships.values()];
     const ordered = [...all.filter((m) => m.room === null), ...all.filter((m) => m.room !== null)];
     const joins = ordered.map((m) => this._rejoin(m));
     await Promise.all(joins);
@@ -424,12 +616,13 @@ export class WsuClient {
     this._attempt = 0;
     this._ready = true;
     this._flush();
-    this._setState({ state: 'connected', attempt });
+    this._setState({ state: 'connected', attempt, resumed });
   }
 
   async _rejoin(m) {
     try {
       await this._membershipRequest('join', m.namespace, m.room);
+      m.confirmed = true;
       this._settleWaiters(m, null);
     } catch (e) {
       if (e.kind === 'disconnected') return; // kept: tried again on the next connection
@@ -480,16 +673,26 @@ export class WsuClient {
     const key = this._mkey(namespace, room);
     let m = this._memberships.get(key);
     if (!m) {
-      m = { namespace, room, waiters: [] };
-      this._memberships.set(key, m);
+      m = { namespace, room, waiters: [], confirmed: false };
     }
     if (this._closed) {
       return Promise.reject(new WsuError('disconnected', 'the client is closed'));
     }
+    // The frame the join will be sent as (with the next ack id): refused at once when too large.
+    const probe = { type: 'join', namespace };
+    if (room !== null) probe.room = room;
+    probe.ackId = String(this._nextId + 1);
+    try {
+      this._checkSize(JSON.stringify(probe), probe);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    this._memberships.set(key, m);
     const wait = () => new Promise((resolve, reject) => m.waiters.push({ resolve, reject }));
     if (!this._open) return wait();
     return this._membershipRequest('join', namespace, room).then(
       () => {
+        m.confirmed = true;
         this._settleWaiters(m, null);
       },
       (e) => {
@@ -507,6 +710,12 @@ export class WsuClient {
       const m = this._memberships.get(key);
       if (!m) return;
       this._memberships.delete(key);
+      this._presence.delete(key);
+      for (const pk of [...this._presence.keys()]) {
+        if (m.room === null && this._presence.get(pk).namespace === m.namespace) this._presence.delete(pk);
+      }
+      // Left while disconnected: a resumed session still has it, so it is left after the resume.
+      if (!this._open && m.confirmed && this._token) this._leftOffline.push({ namespace: m.namespace, room: m.room });
       this._settleWaiters(m, new WsuError('disconnected', 'left before the join was confirmed'));
     };
     drop(this._mkey(namespace, room));
@@ -529,7 +738,17 @@ export class WsuClient {
     }
     if (!msg || typeof msg !== 'object') return;
     const namespace = msg.namespace || ROOT;
+    if (msg.type !== 'hello') this._endHelloWait(null); // the server sends no hello
     switch (msg.type) {
+      case 'hello':
+        this._onHello(msg.data);
+        break;
+      case 'recovery':
+        this._onRecovery(namespace, msg.data);
+        break;
+      case 'presence':
+        this._onPresence(namespace, msg.room, msg.data);
+        break;
       case 'event':
         this._onEvent(namespace, msg);
         break;
@@ -562,6 +781,95 @@ export class WsuClient {
     }
   }
 
+  _onHello(data) {
+    if (!data || typeof data !== 'object') return;
+    this._hello = data;
+    if (typeof data.sid === 'string') this._sid = data.sid;
+    // Single use: the latest token replaces the older one; none means no recovery on this server.
+    this._token = typeof data.token === 'string' && data.token !== '' ? data.token : null;
+    if (data.limits && typeof data.limits === 'object') this._limits = data.limits;
+    this._endHelloWait(data);
+  }
+
+  _onRecovery(namespace, data) {
+    if (!data || typeof data !== 'object') return;
+    const events = Array.isArray(data.events) ? data.events : [];
+    // Handed to the handlers in order, before any later frame (this runs synchronously).
+    for (const ev of events) {
+      if (ev && typeof ev === 'object' && ev.type === 'event' && typeof ev.event === 'string') {
+        this._onEvent(ev.namespace || namespace, ev);
+      }
+    }
+    if (isPosition(data.epoch, data.offset)) {
+      this._positions.set(namespace, { epoch: data.epoch, offset: data.offset });
+    }
+    const info = {
+      namespace,
+      recovered: data.recovered === true,
+      replayed: events.length,
+      epoch: data.epoch,
+      offset: data.offset,
+    };
+    if (typeof data.reason === 'string') info.reason = data.reason;
+    for (const cb of [...this._recoveryListeners]) {
+      try {
+        cb(info);
+      } catch (e) {
+        reportLater(e);
+      }
+    }
+  }
+
+  _onPresence(namespace, room, data) {
+    if (typeof room !== 'string' || !data || typeof data !== 'object') return;
+    const key = this._mkey(namespace, room);
+    let view = this._presence.get(key);
+    if (!view) {
+      view = { namespace, room, state: new Map() };
+      this._presence.set(key, view);
+    }
+    const list = (conns) => (Array.isArray(conns) ? conns.filter((c) => c && typeof c.sid === 'string') : []);
+    let change;
+    if (data.state && typeof data.state === 'object') {
+      view.state = new Map();
+      for (const [user, conns] of Object.entries(data.state)) {
+        const l = list(conns).map((c) => ({ sid: c.sid, meta: c.meta ?? null }));
+        if (l.length) view.state.set(user, l);
+      }
+      change = { namespace, room, kind: 'state', joins: {}, leaves: {} };
+    } else {
+      const joins = data.joins && typeof data.joins === 'object' ? data.joins : {};
+      const leaves = data.leaves && typeof data.leaves === 'object' ? data.leaves : {};
+      for (const [user, conns] of Object.entries(joins)) {
+        const cur = view.state.get(user) ?? [];
+        for (const c of list(conns)) {
+          const i = cur.findIndex((x) => x.sid === c.sid);
+          const entry = { sid: c.sid, meta: c.meta ?? null };
+          if (i >= 0) cur[i] = entry;
+          else cur.push(entry);
+        }
+        if (cur.length) view.state.set(user, cur);
+      }
+      for (const [user, conns] of Object.entries(leaves)) {
+        const cur = view.state.get(user);
+        if (!cur) continue;
+        const gone = new Set(list(conns).map((c) => c.sid));
+        const rest = cur.filter((x) => !gone.has(x.sid));
+        if (rest.length) view.state.set(user, rest);
+        else view.state.delete(user);
+      }
+      change = { namespace, room, kind: 'diff', joins, leaves };
+    }
+    change.state = copyPresence(view.state);
+    for (const cb of [...this._presenceListeners]) {
+      try {
+        cb(change);
+      } catch (e) {
+        reportLater(e);
+      }
+    }
+  }
+
   _takeRequest(id) {
     if (typeof id !== 'string') return null;
     const req = this._requests.get(id);
@@ -585,6 +893,10 @@ export class WsuClient {
     const ackId = typeof msg.ackId === 'string' ? msg.ackId : undefined;
     const gen = this._gen;
     let answer;
+    // The last position handled (set before the handlers, so it stays set if one throws).
+    if (isPosition(msg.epoch, msg.offset)) {
+      this._positions.set(namespace, { epoch: msg.epoch, offset: msg.offset });
+    }
     if (list.length === 0) {
       answer = Promise.reject(new Error(`no handler for ${msg.event}`));
     } else {
@@ -631,6 +943,7 @@ export class WsuClient {
     this._ws = null;
     this._open = false;
     this._ready = false;
+    this._endHelloWait(null);
     this._failInFlight(new WsuError('disconnected', `connection closed (${code}${reason ? `: ${reason}` : ''})`));
     const final = !this._reconnect || !shouldReconnect(code, this._reconnect.onNormalClose);
     if (final) {
@@ -690,6 +1003,7 @@ export class WsuClient {
     this._ws = null;
     this._open = false;
     this._ready = false;
+    this._endHelloWait(null);
     const err = new WsuError('disconnected', why);
     for (const [, req] of this._requests) {
       if (req.timer) clearTimeout(req.timer);
@@ -713,4 +1027,4 @@ function reportLater(e) {
   }, 0);
 }
 
-export default { connect, WsuClient, WsuError, DEFAULTS, backoffDelay, withJitter, shouldReconnect };
+export default { connect, WsuClient, WsuError, MessageTooLargeError, DEFAULTS, backoffDelay, withJitter, shouldReconnect };
