@@ -16,7 +16,7 @@ use super::handle::Shared;
 use super::handlers::{Callbacks, Typed, dispatch};
 use super::pending::Pending;
 use super::shared::Common;
-use super::{Client, ClientError, ErrorEvent, Reconnect, StateEvent, frames};
+use super::{Client, ClientError, ErrorEvent, PresenceEvent, Reconnect, StateEvent, frames};
 use crate::handler::IntoAck;
 
 /// Events received but not yet handled, at most. One more may wait in the connection task;
@@ -177,6 +177,40 @@ impl ClientBuilder {
         self
     }
 
+    /// Called with every `presence` frame (servers with `ServerBuilder::presence(true)`): the
+    /// state of a room when the client joins it (and again after a resumed session), then the
+    /// connections that join and leave it. The client also keeps each room's current members,
+    /// read with [`Client::presence`].
+    ///
+    /// Runs on the connection task, as soon as the frame arrives (event handlers for earlier
+    /// events may still be running): keep it short and non-blocking.
+    ///
+    /// ```no_run
+    /// use wsu::client::{Client, PresenceUpdate};
+    ///
+    /// # async fn run() -> Result<(), wsu::client::ClientError> {
+    /// let client = Client::builder("ws://127.0.0.1:8080/ws")
+    ///     .on_presence(|p| match &p.update {
+    ///         PresenceUpdate::State(state) => println!("{}: {} users", p.room, state.len()),
+    ///         PresenceUpdate::Diff { joins, leaves } => {
+    ///             println!("{}: +{} -{}", p.room, joins.len(), leaves.len());
+    ///         }
+    ///         _ => {}
+    ///     })
+    ///     .connect()
+    ///     .await?;
+    /// # let _ = client;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn on_presence(
+        mut self,
+        callback: impl Fn(&PresenceEvent) + Send + Sync + 'static,
+    ) -> Self {
+        self.callbacks.on_presence = Some(Box::new(callback));
+        self
+    }
+
     /// The default timeout of requests waiting for an answer: `emit_with_ack`, `join`, `leave`,
     /// `ping`. Default 5 s, like the server's.
     pub fn ack_timeout(mut self, timeout: Duration) -> Self {
@@ -328,6 +362,7 @@ impl ClientBuilder {
             backoff,
             epoch: 0,
             pending: Pending::default(),
+            resuming: false,
         };
         let (first_tx, first_rx) = oneshot::channel();
         // The handle exists before the first connection, so that dropping this future closes.

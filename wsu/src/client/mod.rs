@@ -163,6 +163,8 @@ mod handle;
 mod handlers;
 mod memberships;
 mod pending;
+mod presence;
+mod session;
 mod shared;
 mod state;
 #[cfg(any(feature = "client-tls", feature = "client-tls-native-roots"))]
@@ -172,6 +174,8 @@ pub use backoff::Reconnect;
 pub use builder::ClientBuilder;
 pub use error::{ClientAckError, ClientError, ErrorEvent};
 pub use handle::Client;
+pub use presence::{PresenceEntry, PresenceEvent, PresenceState, PresenceUpdate};
+pub use session::{Recovery, StreamPosition};
 pub use state::{ConnectionState, StateEvent};
 
 /// The rustls crate the client's TLS is built on (features `client-tls` and

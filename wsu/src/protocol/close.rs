@@ -44,6 +44,9 @@ impl CloseCode {
     pub const SLOW_CONSUMER: CloseCode = CloseCode(4001);
     /// 4002: a write did not complete within the write timeout. Reconnect.
     pub const WRITE_TIMEOUT: CloseCode = CloseCode(4002);
+    /// 4003: the session was resumed by another transport (session recovery): this connection
+    /// is replaced. Do not reconnect (the session lives on elsewhere).
+    pub const SESSION_TAKEN: CloseCode = CloseCode(4003);
     /// 4500: the application refused the connection in its connect hook (for example, failed
     /// authentication). Do not reconnect with the same credentials.
     pub const REFUSED: CloseCode = CloseCode(4500);
@@ -60,9 +63,10 @@ impl CloseCode {
 
     /// Whether a client should reconnect after a close with this code.
     ///
-    /// True for 1001, 1006, 1011, 1013 and `4000..=4499`; false otherwise.
+    /// True for 1001, 1006, 1011, 1013 and `4000..=4499` except 4003
+    /// ([`SESSION_TAKEN`](CloseCode::SESSION_TAKEN)); false otherwise.
     pub const fn should_reconnect(self) -> bool {
-        matches!(self.0, 1001 | 1006 | 1011 | 1013 | 4000..=4499)
+        matches!(self.0, 1001 | 1006 | 1011 | 1013 | 4000..=4002 | 4004..=4499)
     }
 
     /// A short lowercase name for the code, used in logs and statistics.
@@ -81,6 +85,7 @@ impl CloseCode {
             4000 => "heartbeat timeout",
             4001 => "slow consumer",
             4002 => "write timeout",
+            4003 => "session resumed elsewhere",
             4500 => "refused",
             _ => "other",
         }
@@ -114,6 +119,8 @@ mod tests {
         assert!(CloseCode::new(4000).should_reconnect());
         assert!(CloseCode::new(4499).should_reconnect());
         assert!(!CloseCode::new(4500).should_reconnect());
+        assert!(!CloseCode::SESSION_TAKEN.should_reconnect());
+        assert!(CloseCode::new(4004).should_reconnect());
         assert!(!CloseCode::NORMAL.should_reconnect());
         assert!(CloseCode::GOING_AWAY.should_reconnect());
         assert_eq!(CloseCode::SLOW_CONSUMER.to_string(), "4001 (slow consumer)");
