@@ -240,7 +240,10 @@ mod tests {
             "ws://h/ws?a=1&token=t&wsu_resume=0123456789abcdef.Qm9n-_\
              &wsu_offsets=%7B%22%2Fchat%22%3A%7B%22epoch%22%3A%22e%22%2C%22offset%22%3A3%7D%7D"
         );
-        assert_eq!(strip_params("ws://h/ws?wsu_resume=1", &|k| k == "wsu_resume"), "ws://h/ws");
+        assert_eq!(
+            strip_params("ws://h/ws?wsu_resume=1", &|k| k == "wsu_resume"),
+            "ws://h/ws"
+        );
         assert_eq!(strip_params("ws://h/ws", &|_| true), "ws://h/ws");
     }
 

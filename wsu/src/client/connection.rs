@@ -23,8 +23,8 @@ use super::pending::{Pending, PendingAck};
 use super::session::{self, Extension};
 use super::shared::{Common, guard};
 use super::{
-    ClientAckError, ClientError, ConnectionState, ErrorEvent, Recovery, StateEvent, presence,
-    frames,
+    ClientAckError, ClientError, ConnectionState, ErrorEvent, Recovery, StateEvent, frames,
+    presence,
 };
 use crate::CloseCode;
 use crate::protocol::MessageType;
@@ -611,9 +611,9 @@ impl Driver {
                 }
                 Ok(())
             }
-            Err(mpsc::error::TrySendError::Full(event) | mpsc::error::TrySendError::Closed(event)) => {
-                Err(event)
-            }
+            Err(
+                mpsc::error::TrySendError::Full(event) | mpsc::error::TrySendError::Closed(event),
+            ) => Err(event),
         }
     }
 

@@ -298,7 +298,8 @@ impl Client {
         self.common()
             .with_presence(|p| p.forget_namespace(namespace));
         if namespace != "/" {
-            self.common().with_session(|s| s.positions.remove(namespace));
+            self.common()
+                .with_session(|s| s.positions.remove(namespace));
         }
         self.membership(MessageType::Leave, namespace, None).await
     }

@@ -80,12 +80,10 @@ pub(crate) fn parse(bytes: &[u8]) -> Option<PresenceEvent> {
         Data {
             state: Some(state), ..
         } => PresenceUpdate::State(state),
-        Data { joins, leaves, .. } if joins.is_some() || leaves.is_some() => {
-            PresenceUpdate::Diff {
-                joins: joins.unwrap_or_default(),
-                leaves: leaves.unwrap_or_default(),
-            }
-        }
+        Data { joins, leaves, .. } if joins.is_some() || leaves.is_some() => PresenceUpdate::Diff {
+            joins: joins.unwrap_or_default(),
+            leaves: leaves.unwrap_or_default(),
+        },
         _ => return None,
     };
     Some(PresenceEvent {
@@ -140,8 +138,7 @@ impl Tracker {
 
     /// Forgets a room (left, or its rejoin failed).
     pub(crate) fn forget_room(&mut self, namespace: &str, room: &str) {
-        self.rooms
-            .remove(&(namespace.to_owned(), room.to_owned()));
+        self.rooms.remove(&(namespace.to_owned(), room.to_owned()));
     }
 
     /// Forgets every room of a namespace.
