@@ -46,6 +46,8 @@ fn fast() -> Reconnect {
 }
 
 /// Accepts one WebSocket, returning it with the request's path and query.
+// tungstenite's callback signature, not ours.
+#[allow(clippy::result_large_err)]
 async fn accept(listener: &TcpListener) -> (ServerWs, String) {
     let (tcp, _) = within(listener.accept()).await.expect("accept");
     let mut uri = String::new();
@@ -156,7 +158,9 @@ async fn connected(
             .query("user", "ann b")
             .reconnect(fast())
             .on_any(move |ns, ev, data| {
-                let data = data.map_or(Value::Null, |d| serde_json::from_str(d.get()).unwrap());
+                let data = data.map_or(Value::Null, |d| {
+                    serde_json::from_str(d.get()).expect("json")
+                });
                 let _ = tx.send((ns.to_owned(), ev.to_owned(), data));
             })
             .connect(),
@@ -435,7 +439,7 @@ async fn recovery_events_keep_their_order_past_the_handler_queue() {
         Client::builder(url)
             .on("n", move |n: u64| {
                 let tx = tx.clone();
-                let gate = gate.lock().unwrap().take();
+                let gate = gate.lock().expect("gate").take();
                 async move {
                     // The first handler waits until every frame was sent: the queue overflows.
                     if let Some(gate) = gate {

@@ -239,16 +239,19 @@ impl ClientBuilder {
     ///
     /// After a connection drops, the client reconnects unless the server closed it with a code
     /// for which [`CloseCode::should_reconnect`](crate::CloseCode::should_reconnect) is false:
-    /// `4500..=4999` (refused, for example bad credentials), `1002`, `1007`, `1008`, `1009`,
-    /// `1005`, and `1000` (a normal close by the application) unless
-    /// [`Reconnect::on_normal_close`] is set. A connection that drops without a close frame,
-    /// `1001` (server shutdown), `1011`, `1013` and `4000..=4499` lead to reconnection. A failed
+    /// `4500..=4999` (refused, for example bad credentials), `4003` (the session was resumed by
+    /// another connection), `1002`, `1007`, `1008`, `1009`, `1005`, and `1000` (a normal close by
+    /// the application) unless [`Reconnect::on_normal_close`] is set. A connection that drops
+    /// without a close frame, `1001` (server shutdown), `1011`, `1013` and the other codes of
+    /// `4000..=4499` lead to reconnection. A failed
     /// attempt (connection refused, an HTTP refusal such as `503` while a server restarts, a
     /// timeout, or a close before the server accepted the connection with a code that allows
     /// reconnecting) counts toward [`Reconnect::max_attempts`] and is followed by the next one.
     ///
     /// After reconnecting, the client joins again every namespace and then every room it had
-    /// joined, and only then reports [`StateEvent::Connected`] and sends the offline buffer.
+    /// joined (unless the server resumed its session, which restores them: see
+    /// [`StateEvent::Resumed`]), and only then reports [`StateEvent::Connected`] and sends the
+    /// offline buffer.
     pub fn reconnect(mut self, policy: Reconnect) -> Self {
         self.config.reconnect = Some(policy);
         self
