@@ -965,7 +965,7 @@ async fn wire_frames_rejoin_order_and_retries() {
     within(join).await.expect("task").expect("joined");
 
     ws.close(Some(CloseFrame {
-        code: 4003.into(),
+        code: 4002.into(),
         reason: "restart".into(),
     }))
     .await
@@ -973,7 +973,7 @@ async fn wire_frames_rejoin_order_and_retries() {
     assert_eq!(
         event(&mut events).await,
         StateEvent::Disconnected {
-            code: Some(4003),
+            code: Some(4002),
             reason: "restart".to_owned()
         }
     );

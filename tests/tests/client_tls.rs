@@ -107,7 +107,7 @@ fn server(notes: mpsc::UnboundedSender<u32>) -> Server {
             Ok::<_, wsu::SendError>(())
         })
         .on("kick", |socket: Socket, _: ()| async move {
-            socket.close_with(CloseCode::new(4003), "again");
+            socket.close_with(CloseCode::new(4002), "again");
         })
         .on("ask", |socket: Socket, q: String| async move {
             let answer: String = socket.emit_with_ack("question", &q).await?;
@@ -159,7 +159,7 @@ async fn wss_with_a_custom_config_carries_emits_acks_and_server_events() {
     loop {
         match within(events.recv()).await.expect("state event") {
             StateEvent::Connected => break,
-            StateEvent::Disconnected { code, .. } => assert_eq!(code, Some(4003)),
+            StateEvent::Disconnected { code, .. } => assert_eq!(code, Some(4002)),
             StateEvent::Reconnecting { .. } => {}
             other => panic!("expected a reconnection, got {other:?}"),
         }

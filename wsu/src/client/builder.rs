@@ -16,7 +16,7 @@ use super::handle::Shared;
 use super::handlers::{Callbacks, Typed, dispatch};
 use super::pending::Pending;
 use super::shared::Common;
-use super::{Client, ClientError, ErrorEvent, Reconnect, StateEvent, frames};
+use super::{Client, ClientError, ErrorEvent, PresenceEvent, Reconnect, StateEvent, frames};
 use crate::handler::IntoAck;
 
 /// Events received but not yet handled, at most. One more may wait in the connection task;
@@ -177,6 +177,40 @@ impl ClientBuilder {
         self
     }
 
+    /// Called with every `presence` frame (servers with `ServerBuilder::presence(true)`): the
+    /// state of a room when the client joins it (and again after a resumed session), then the
+    /// connections that join and leave it. The client also keeps each room's current members,
+    /// read with [`Client::presence`].
+    ///
+    /// Runs on the connection task, as soon as the frame arrives (event handlers for earlier
+    /// events may still be running): keep it short and non-blocking.
+    ///
+    /// ```no_run
+    /// use wsu::client::{Client, PresenceUpdate};
+    ///
+    /// # async fn run() -> Result<(), wsu::client::ClientError> {
+    /// let client = Client::builder("ws://127.0.0.1:8080/ws")
+    ///     .on_presence(|p| match &p.update {
+    ///         PresenceUpdate::State(state) => println!("{}: {} users", p.room, state.len()),
+    ///         PresenceUpdate::Diff { joins, leaves } => {
+    ///             println!("{}: +{} -{}", p.room, joins.len(), leaves.len());
+    ///         }
+    ///         _ => {}
+    ///     })
+    ///     .connect()
+    ///     .await?;
+    /// # let _ = client;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn on_presence(
+        mut self,
+        callback: impl Fn(&PresenceEvent) + Send + Sync + 'static,
+    ) -> Self {
+        self.callbacks.on_presence = Some(Box::new(callback));
+        self
+    }
+
     /// The default timeout of requests waiting for an answer: `emit_with_ack`, `join`, `leave`,
     /// `ping`. Default 5 s, like the server's.
     pub fn ack_timeout(mut self, timeout: Duration) -> Self {
@@ -205,16 +239,19 @@ impl ClientBuilder {
     ///
     /// After a connection drops, the client reconnects unless the server closed it with a code
     /// for which [`CloseCode::should_reconnect`](crate::CloseCode::should_reconnect) is false:
-    /// `4500..=4999` (refused, for example bad credentials), `1002`, `1007`, `1008`, `1009`,
-    /// `1005`, and `1000` (a normal close by the application) unless
-    /// [`Reconnect::on_normal_close`] is set. A connection that drops without a close frame,
-    /// `1001` (server shutdown), `1011`, `1013` and `4000..=4499` lead to reconnection. A failed
+    /// `4500..=4999` (refused, for example bad credentials), `4003` (the session was resumed by
+    /// another connection), `1002`, `1007`, `1008`, `1009`, `1005`, and `1000` (a normal close by
+    /// the application) unless [`Reconnect::on_normal_close`] is set. A connection that drops
+    /// without a close frame, `1001` (server shutdown), `1011`, `1013` and the other codes of
+    /// `4000..=4499` lead to reconnection. A failed
     /// attempt (connection refused, an HTTP refusal such as `503` while a server restarts, a
     /// timeout, or a close before the server accepted the connection with a code that allows
     /// reconnecting) counts toward [`Reconnect::max_attempts`] and is followed by the next one.
     ///
     /// After reconnecting, the client joins again every namespace and then every room it had
-    /// joined, and only then reports [`StateEvent::Connected`] and sends the offline buffer.
+    /// joined (unless the server resumed its session, which restores them: see
+    /// [`StateEvent::Resumed`]), and only then reports [`StateEvent::Connected`] and sends the
+    /// offline buffer.
     pub fn reconnect(mut self, policy: Reconnect) -> Self {
         self.config.reconnect = Some(policy);
         self
@@ -328,6 +365,7 @@ impl ClientBuilder {
             backoff,
             epoch: 0,
             pending: Pending::default(),
+            resuming: false,
         };
         let (first_tx, first_rx) = oneshot::channel();
         // The handle exists before the first connection, so that dropping this future closes.

@@ -91,7 +91,29 @@ impl Config {
 
     /// The upgrade request: the URL with the query parameters appended, and the headers.
     pub(crate) fn request(&self) -> Result<Request<()>, ClientError> {
-        let url = append_query(&self.url, &self.query);
+        self.request_with(&[])
+    }
+
+    /// [`request`](Config::request) with extra query parameters (the resume request): any
+    /// parameter of the same name in the URL or the configured query is replaced.
+    pub(crate) fn request_with(
+        &self,
+        extra: &[(String, String)],
+    ) -> Result<Request<()>, ClientError> {
+        let url = if extra.is_empty() {
+            append_query(&self.url, &self.query)
+        } else {
+            let replaced = |key: &str| extra.iter().any(|(k, _)| k == key);
+            let base = strip_params(&self.url, &replaced);
+            let mut pairs: Vec<(String, String)> = self
+                .query
+                .iter()
+                .filter(|(k, _)| !replaced(k))
+                .cloned()
+                .collect();
+            pairs.extend_from_slice(extra);
+            append_query(&base, &pairs)
+        };
         let mut request = url
             .as_str()
             .into_client_request()
@@ -141,7 +163,33 @@ fn append_query(url: &str, pairs: &[(String, String)]) -> String {
     out
 }
 
-/// Percent-encodes everything but RFC 3986's unreserved characters.
+/// `url` without the query parameters whose (raw) name `drop` selects.
+fn strip_params(url: &str, drop: &dyn Fn(&str) -> bool) -> String {
+    let (base, fragment) = match url.split_once('#') {
+        Some((base, fragment)) => (base, Some(fragment)),
+        None => (url, None),
+    };
+    let Some((path, query)) = base.split_once('?') else {
+        return url.to_owned();
+    };
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|p| !p.is_empty() && !drop(p.split_once('=').map_or(*p, |(k, _)| k)))
+        .collect();
+    let mut out = path.to_owned();
+    if !kept.is_empty() {
+        out.push('?');
+        out.push_str(&kept.join("&"));
+    }
+    if let Some(fragment) = fragment {
+        out.push('#');
+        out.push_str(fragment);
+    }
+    out
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters (`encodeURIComponent`
+/// without its `!'()*` exceptions): UTF-8 bytes as `%XX`.
 fn percent_encode(s: &str, out: &mut String) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for b in s.bytes() {
@@ -176,6 +224,27 @@ mod tests {
         assert_eq!(append_query("ws://h/ws?", &p[1..]), "ws://h/ws?v=1");
         assert_eq!(append_query("ws://h/ws#f", &p[1..]), "ws://h/ws?v=1#f");
         assert_eq!(append_query("ws://h/ws", &[]), "ws://h/ws");
+    }
+
+    #[test]
+    fn resume_params_replace_stale_ones() {
+        let mut c = Config::new("ws://h/ws?a=1&wsu_resume=old&wsu_offsets=x".to_owned());
+        c.query = pairs(&[("token", "t"), ("wsu_resume", "older")]);
+        let extra = pairs(&[
+            ("wsu_resume", "0123456789abcdef.Qm9n-_"),
+            ("wsu_offsets", r#"{"/chat":{"epoch":"e","offset":3}}"#),
+        ]);
+        let r = c.request_with(&extra).unwrap();
+        assert_eq!(
+            r.uri().to_string(),
+            "ws://h/ws?a=1&token=t&wsu_resume=0123456789abcdef.Qm9n-_\
+             &wsu_offsets=%7B%22%2Fchat%22%3A%7B%22epoch%22%3A%22e%22%2C%22offset%22%3A3%7D%7D"
+        );
+        assert_eq!(
+            strip_params("ws://h/ws?wsu_resume=1", &|k| k == "wsu_resume"),
+            "ws://h/ws"
+        );
+        assert_eq!(strip_params("ws://h/ws", &|_| true), "ws://h/ws");
     }
 
     #[test]

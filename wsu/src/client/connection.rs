@@ -2,6 +2,7 @@
 //! backoff, rejoin, and the `select!` loop over the socket, the outbound queue, handler answers,
 //! heartbeats and the close request.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,8 +20,12 @@ use super::buffer::{Outbound, Waiter};
 use super::handlers::{Answer, IncomingEvent};
 use super::memberships::Membership;
 use super::pending::{Pending, PendingAck};
-use super::shared::Common;
-use super::{ClientAckError, ClientError, ConnectionState, ErrorEvent, StateEvent, frames};
+use super::session::{self, Extension};
+use super::shared::{Common, guard};
+use super::{
+    ClientAckError, ClientError, ConnectionState, ErrorEvent, Recovery, StateEvent, frames,
+    presence,
+};
 use crate::CloseCode;
 use crate::protocol::MessageType;
 use crate::protocol::envelope::decode;
@@ -77,20 +82,27 @@ struct Link {
     last_seen: Instant,
     /// Rejoin requests (the acceptance probe included) not answered yet.
     rejoin_left: usize,
-    /// An event that did not fit in the handler queue. While it is here the socket is not read
-    /// (TCP backpressure on the server); answers and queued messages are still written.
-    stalled: Option<IncomingEvent>,
+    /// The connection asked to resume a session: the rejoins wait for the server's `hello`
+    /// (skipped if the resume is accepted), or for the probe's answer without one.
+    rejoins_deferred: bool,
+    /// Whether this connection resumed the previous session.
+    resumed: bool,
+    /// Events that did not fit in the handler queue (one live event, or the rest of a
+    /// `recovery` frame's events), in order. While there are some, the socket is not read (TCP
+    /// backpressure on the server); answers and queued messages are still written.
+    stalled: VecDeque<IncomingEvent>,
 }
 
 impl Drop for Link {
     fn drop(&mut self) {
         // Delivery is at-most-once: an event held back when its connection ends is not handled
         // (a server request among them fails on the server with `closed`, as for any drop).
-        if let Some(event) = &self.stalled {
+        if let Some(event) = self.stalled.front() {
             tracing::debug!(
                 namespace = %event.namespace,
                 event = %event.event,
-                "connection ended with an event waiting for the handler queue: not handled"
+                count = self.stalled.len(),
+                "connection ended with events waiting for the handler queue: not handled"
             );
         }
     }
@@ -132,6 +144,8 @@ pub(crate) struct Driver {
     pub(crate) backoff: Option<Backoff>,
     pub(crate) epoch: u64,
     pub(crate) pending: Pending,
+    /// The last connection attempt asked to resume the session (it carried `wsu_resume`).
+    pub(crate) resuming: bool,
 }
 
 impl Driver {
@@ -247,7 +261,9 @@ impl Driver {
     /// One connection attempt: TCP, then the WebSocket handshake, within the connect timeout.
     async fn open(&mut self) -> Opened {
         let config = &self.common.config;
-        let request = match config.request() {
+        let resume = self.common.with_session(|s| s.resume_query());
+        self.resuming = resume.is_some();
+        let request = match config.request_with(resume.as_ref().map_or(&[][..], |r| &r[..])) {
             Ok(request) => request,
             Err(e) => return Opened::Failed(e),
         };
@@ -286,7 +302,9 @@ impl Driver {
             dirty: false,
             last_seen: Instant::now(),
             rejoin_left: 0,
-            stalled: None,
+            rejoins_deferred: self.resuming,
+            resumed: false,
+            stalled: VecDeque::new(),
         };
         if let Err(ended) = self.send_rejoins(&mut link).await {
             return (ended, false);
@@ -310,25 +328,37 @@ impl Driver {
                     return (self.close_link(&mut link, ready, reason).await, ready);
                 }
                 // Not read while an event waits for room in the handler queue.
-                msg = link.ws.next(), if link.stalled.is_none() => {
+                msg = link.ws.next(), if link.stalled.is_empty() => {
                     self.on_message(&mut link, msg).await
                 }
                 // Room in the handler queue for the event that did not fit: read again.
-                permit = events.reserve(), if link.stalled.is_some() => {
+                permit = events.reserve(), if !link.stalled.is_empty() => {
                     // The server was not read meanwhile: its silence does not count.
                     link.last_seen = Instant::now();
-                    let unsent = match permit {
+                    match permit {
                         Ok(permit) => {
-                            if let Some(event) = link.stalled.take() {
+                            if let Some(event) = link.stalled.pop_front() {
+                                self.record(&event);
                                 permit.send(event);
                             }
-                            None
+                            // Then as many of the others as fit.
+                            while let Some(event) = link.stalled.pop_front() {
+                                if let Err(event) = self.try_deliver(event) {
+                                    link.stalled.push_front(event);
+                                    break;
+                                }
+                            }
+                            Ok(())
                         }
-                        Err(_) => link.stalled.take(),
-                    };
-                    match unsent {
-                        Some(event) => self.handlers_gone(&mut link, event).await,
-                        None => Ok(()),
+                        Err(_) => {
+                            let mut result = Ok(());
+                            while let Some(event) = link.stalled.pop_front() {
+                                if result.is_ok() {
+                                    result = self.handlers_gone(&mut link, event).await;
+                                }
+                            }
+                            result
+                        }
                     }
                 }
                 // Answers are always taken: the handler task may be waiting for room here,
@@ -349,7 +379,7 @@ impl Driver {
                     }
                 },
                 _ = ping.tick() => link.feed(Message::Ping(Bytes::new())).await,
-                () = &mut read_deadline, if link.stalled.is_none() => {
+                () = &mut read_deadline, if link.stalled.is_empty() => {
                     let due = link.last_seen + config.read_timeout;
                     if Instant::now() >= due {
                         Err(Ended::lost(None, "heartbeat timeout"))
@@ -367,7 +397,7 @@ impl Driver {
             if let Err(ended) = step {
                 return (ended, ready);
             }
-            if !ready && link.rejoin_left == 0 {
+            if !ready && link.rejoin_left == 0 && !link.rejoins_deferred {
                 ready = true;
                 common.set_state(ConnectionState::Connected);
                 common.report(StateEvent::Connected);
@@ -384,16 +414,41 @@ impl Driver {
     }
 
     /// Writes the acceptance probe (a `join` of `/`, a no-op that the server answers only once
-    /// its connect hooks have accepted the connection), then joins every remembered namespace,
-    /// then every remembered room.
+    /// its connect hooks have accepted the connection), then, unless the connection asked to
+    /// resume a session (the server's `hello` decides), joins every remembered namespace, then
+    /// every remembered room.
     async fn send_rejoins(&mut self, link: &mut Link) -> Result<(), Ended> {
         let mut rejoins = vec![None];
-        rejoins.extend(
-            self.common
-                .with_memberships(|m| m.to_rejoin())
-                .into_iter()
-                .map(Some),
-        );
+        if !link.rejoins_deferred {
+            rejoins.extend(self.memberships_to_rejoin());
+        }
+        self.write_joins(link, rejoins).await
+    }
+
+    fn memberships_to_rejoin(&self) -> Vec<Option<Membership>> {
+        self.common
+            .with_memberships(|m| m.to_rejoin())
+            .into_iter()
+            .map(Some)
+            .collect()
+    }
+
+    /// The deferred rejoins of a resume request that the server did not accept.
+    async fn send_deferred_rejoins(&mut self, link: &mut Link) -> Result<(), Ended> {
+        if !link.rejoins_deferred {
+            return Ok(());
+        }
+        link.rejoins_deferred = false;
+        let rejoins = self.memberships_to_rejoin();
+        self.write_joins(link, rejoins).await
+    }
+
+    /// Writes joins (`None`: the acceptance probe), each waited for as a rejoin.
+    async fn write_joins(
+        &mut self,
+        link: &mut Link,
+        rejoins: Vec<Option<Membership>>,
+    ) -> Result<(), Ended> {
         for membership in rejoins {
             let id = self.common.next_ack_id();
             let frame = match &membership {
@@ -465,16 +520,9 @@ impl Driver {
                     event: event.into(),
                     data: msg.data.map(ToOwned::to_owned),
                     ack_id: msg.ack_id.map(Into::into),
+                    position: session::event_position(bytes),
                 };
-                // Never wait for the handler task here (it may be waiting for this task to take
-                // its answers): when its queue is full, park the event and stop reading.
-                match self.events.try_send(incoming) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(event)) => link.stalled = Some(event),
-                    Err(mpsc::error::TrySendError::Closed(event)) => {
-                        self.handlers_gone(link, event).await?;
-                    }
-                }
+                self.deliver(link, incoming).await?;
             }
             Some(MessageType::Ack) => {
                 let Some(id) = msg.ack_id.as_deref() else {
@@ -484,7 +532,14 @@ impl Driver {
                     Some(PendingAck::Request(tx)) => {
                         let _ = tx.send(Ok(msg.data.map(ToOwned::to_owned)));
                     }
-                    Some(PendingAck::Rejoin(_)) => link.rejoin_left -= 1,
+                    Some(PendingAck::Rejoin(probe)) => {
+                        link.rejoin_left -= 1;
+                        // A probe answered without a `hello` first: a server without the
+                        // extensions, which resumes nothing.
+                        if probe.is_none() && link.rejoins_deferred {
+                            self.send_deferred_rejoins(link).await?;
+                        }
+                    }
                     None => {}
                 }
             }
@@ -497,7 +552,11 @@ impl Driver {
                     }
                     Some(PendingAck::Rejoin(membership)) => {
                         link.rejoin_left -= 1;
+                        let probe = membership.is_none();
                         self.rejoin_failed(membership, message, data);
+                        if probe && link.rejoins_deferred {
+                            self.send_deferred_rejoins(link).await?;
+                        }
                     }
                     None => self.common.report_error(ErrorEvent::Server {
                         namespace: msg.namespace.into_owned(),
@@ -512,9 +571,158 @@ impl Driver {
                 let pong = frames::ping_pong(MessageType::Pong, &msg.namespace);
                 link.feed(Message::Text(pong)).await?;
             }
-            Some(MessageType::Join | MessageType::Leave) | None => {}
+            Some(MessageType::Join | MessageType::Leave) => {}
+            None => match session::extension(bytes) {
+                Some(Extension::Hello) => self.on_hello(link, bytes).await?,
+                Some(Extension::Recovery) => self.on_recovery(link, bytes).await?,
+                Some(Extension::Presence) => self.on_presence(bytes),
+                None => {}
+            },
         }
         Ok(())
+    }
+
+    /// Hands an event to the handler task, or parks it (and stops reading) when its queue is
+    /// full. Never waits for the handler task (it may be waiting for this task to take its
+    /// answers).
+    async fn deliver(&mut self, link: &mut Link, event: IncomingEvent) -> Result<(), Ended> {
+        if !link.stalled.is_empty() {
+            link.stalled.push_back(event);
+            return Ok(());
+        }
+        match self.try_deliver(event) {
+            Ok(()) => Ok(()),
+            Err(event) if self.events.is_closed() => self.handlers_gone(link, event).await,
+            Err(event) => {
+                link.stalled.push_back(event);
+                Ok(())
+            }
+        }
+    }
+
+    /// Puts an event in the handler queue if there is room (recording its position), else gives
+    /// it back.
+    fn try_deliver(&mut self, event: IncomingEvent) -> Result<(), IncomingEvent> {
+        let position = event.position.clone().map(|p| (event.namespace.clone(), p));
+        match self.events.try_send(event) {
+            Ok(()) => {
+                if let Some((namespace, position)) = position {
+                    self.set_position(&namespace, position);
+                }
+                Ok(())
+            }
+            Err(
+                mpsc::error::TrySendError::Full(event) | mpsc::error::TrySendError::Closed(event),
+            ) => Err(event),
+        }
+    }
+
+    /// An event entered the handler queue: it will be handled, so its position counts.
+    fn record(&self, event: &IncomingEvent) {
+        if let Some(position) = &event.position {
+            self.set_position(&event.namespace, position.clone());
+        }
+    }
+
+    fn set_position(&self, namespace: &str, position: session::StreamPosition) {
+        self.common.with_session(|s| {
+            s.positions.insert(namespace.to_owned(), position);
+        });
+    }
+
+    /// The server's `hello`: the session id, the (new, single-use) resume token and the
+    /// limits; and, for a resume request, whether the session was resumed.
+    async fn on_hello(&mut self, link: &mut Link, bytes: &[u8]) -> Result<(), Ended> {
+        let Some(hello) = session::hello(bytes) else {
+            tracing::warn!("ignoring a hello frame that does not parse");
+            return Ok(());
+        };
+        let accepted = hello.resume.as_ref().is_some_and(|r| r.accepted);
+        let sid = hello.sid.clone().unwrap_or_default();
+        self.common.with_session(|s| {
+            s.on_hello(&hello);
+            if !accepted {
+                // A fresh session: the old positions mean nothing to it (its `recovery`
+                // frames give the new ones).
+                s.positions.clear();
+            }
+        });
+        link.resumed = accepted;
+        if !link.rejoins_deferred {
+            return Ok(());
+        }
+        if accepted {
+            // The server restored the namespaces and rooms.
+            link.rejoins_deferred = false;
+            self.common.report(StateEvent::Resumed { sid });
+            return Ok(());
+        }
+        let reason = hello
+            .resume
+            .and_then(|r| r.reason)
+            .unwrap_or_else(|| "the server did not answer the resume request".to_owned());
+        self.common.report(StateEvent::ResumeRefused { reason });
+        self.send_deferred_rejoins(link).await
+    }
+
+    /// A `recovery` frame: its events go to the handlers in order, before any later frame, and
+    /// its position becomes the namespace's once they are all in the handler queue.
+    async fn on_recovery(&mut self, link: &mut Link, bytes: &[u8]) -> Result<(), Ended> {
+        let Some(frame) = session::recovery(bytes) else {
+            tracing::warn!("ignoring a recovery frame that does not parse");
+            return Ok(());
+        };
+        let mut events = Vec::with_capacity(frame.events.len());
+        for raw in &frame.events {
+            let raw = raw.get().as_bytes();
+            let msg = match decode(raw) {
+                Ok(msg) if msg.kind == Some(MessageType::Event) => msg,
+                _ => {
+                    tracing::warn!(namespace = %frame.namespace, "ignoring a replayed event that does not decode");
+                    continue;
+                }
+            };
+            let Some(event) = msg.event else { continue };
+            events.push(IncomingEvent {
+                epoch: self.epoch,
+                namespace: msg.namespace.into(),
+                event: event.into(),
+                data: msg.data.map(ToOwned::to_owned),
+                ack_id: msg.ack_id.map(Into::into),
+                position: session::event_position(raw),
+            });
+        }
+        self.common.report(StateEvent::Recovery(Recovery {
+            namespace: frame.namespace.clone(),
+            recovered: frame.recovered,
+            reason: frame.reason,
+            replayed: events.len(),
+            resumed: link.resumed,
+        }));
+        match (events.last_mut(), frame.position) {
+            // The frame's position is the namespace's once its last event is queued.
+            (Some(last), Some(position)) if *last.namespace == *frame.namespace => {
+                last.position = Some(position);
+            }
+            (_, Some(position)) => self.set_position(&frame.namespace, position),
+            (_, None) => {}
+        }
+        for event in events {
+            self.deliver(link, event).await?;
+        }
+        Ok(())
+    }
+
+    /// A `presence` frame: update the room's view, then tell the application.
+    fn on_presence(&self, bytes: &[u8]) {
+        let Some(event) = presence::parse(bytes) else {
+            tracing::warn!("ignoring a presence frame that does not parse");
+            return;
+        };
+        self.common.with_presence(|p| p.apply(&event));
+        if let Some(callback) = &self.common.callbacks.on_presence {
+            guard("on_presence", || callback(&event));
+        }
     }
 
     /// The handler task is gone (it cannot end while this task runs, short of a bug): answer a

@@ -64,6 +64,17 @@ pub enum ClientError {
     /// The client is closed: [`Client::close`](super::Client::close) was called, it gave up
     /// reconnecting, or the server closed with a code that forbids reconnecting.
     Closed,
+    /// The encoded message (`size` bytes) is larger than the server's maximum message size
+    /// (`limit` bytes, from its `hello` frame): it was not sent, since the server would close the
+    /// connection with `1009`. Checked by [`emit`](super::Client::emit),
+    /// [`emit_with_ack`](super::Client::emit_with_ack) and the joins and leaves, once a server
+    /// that sends `hello` has been reached.
+    MessageTooBig {
+        /// The size of the encoded message, in bytes.
+        size: usize,
+        /// The server's `maxMessageSize`, in bytes.
+        limit: usize,
+    },
 }
 
 impl fmt::Display for ClientError {
@@ -94,6 +105,10 @@ impl fmt::Display for ClientError {
             },
             ClientError::BufferFull => f.write_str("disconnected and the offline buffer is full"),
             ClientError::Closed => f.write_str("client closed"),
+            ClientError::MessageTooBig { size, limit } => write!(
+                f,
+                "message of {size} bytes is larger than the server's maximum message size of {limit} bytes"
+            ),
         }
     }
 }

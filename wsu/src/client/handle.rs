@@ -11,7 +11,10 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::buffer::{AckResult, Outbound, Outbox, Waiter};
 use super::shared::Common;
-use super::{ClientAckError, ClientBuilder, ClientError, ConnectionState, StateEvent, frames};
+use super::{
+    ClientAckError, ClientBuilder, ClientError, ConnectionState, PresenceState, StateEvent,
+    StreamPosition, frames,
+};
 use crate::protocol::MessageType;
 
 /// What every clone of a client shares.
@@ -107,8 +110,9 @@ impl Client {
     /// [`ClientBuilder::on_error`].
     ///
     /// # Errors
-    /// [`ClientError::InvalidName`], [`ClientError::Encode`], [`ClientError::BufferFull`] (while
-    /// disconnected with a full buffer), [`ClientError::Closed`].
+    /// [`ClientError::InvalidName`], [`ClientError::Encode`], [`ClientError::MessageTooBig`]
+    /// (larger than the server's `maxMessageSize`; nothing is sent), [`ClientError::BufferFull`]
+    /// (while disconnected with a full buffer), [`ClientError::Closed`].
     ///
     /// # Cancel safety
     /// If the future is dropped before completing, the event was not queued.
@@ -120,6 +124,7 @@ impl Client {
         frames::check_namespace(&self.namespace)?;
         frames::check_event(event)?;
         let frame = frames::event(&self.namespace, event, data, None)?;
+        self.common().check_size(&frame)?;
         self.shared
             .outbox
             .push(Outbound {
@@ -138,7 +143,9 @@ impl Client {
     /// # Errors
     /// [`ClientAckError::Timeout`], [`ClientAckError::Disconnected`] (the connection dropped after
     /// the event was sent; it is not re-sent), [`ClientAckError::Server`],
-    /// [`ClientAckError::Decode`], [`ClientAckError::Closed`], [`ClientAckError::Send`].
+    /// [`ClientAckError::Decode`], [`ClientAckError::Closed`], [`ClientAckError::Send`] (with
+    /// [`ClientError::MessageTooBig`] for an event larger than the server's `maxMessageSize`:
+    /// nothing is sent).
     pub async fn emit_with_ack<T, R>(&self, event: &str, data: &T) -> Result<R, ClientAckError>
     where
         T: Serialize + ?Sized,
@@ -164,6 +171,7 @@ impl Client {
         frames::check_event(event)?;
         let id = self.common().next_ack_id();
         let frame = frames::event(&self.namespace, event, data, Some(&id))?;
+        self.common().check_size(&frame)?;
         let data = self.request(frame, id, timeout).await?;
         let raw = data.as_deref().map_or("null", |d| d.get());
         serde_json::from_str(raw).map_err(ClientAckError::Decode)
@@ -225,6 +233,7 @@ impl Client {
     ) -> Result<(), ClientAckError> {
         let id = self.common().next_ack_id();
         let frame = frames::membership(kind, namespace, room, &id);
+        self.common().check_size(&frame)?;
         let timeout = self.common().config.ack_timeout;
         self.request(frame, id, timeout).await.map(|_| ())
     }
@@ -259,6 +268,8 @@ impl Client {
         frames::check_room(room)?;
         self.common()
             .with_memberships(|m| m.remove_room(&self.namespace, room));
+        self.common()
+            .with_presence(|p| p.forget_room(&self.namespace, room));
         self.membership(MessageType::Leave, &self.namespace, Some(room))
             .await
     }
@@ -284,12 +295,74 @@ impl Client {
         frames::check_namespace(namespace)?;
         self.common()
             .with_memberships(|m| m.remove_namespace(namespace));
+        self.common()
+            .with_presence(|p| p.forget_namespace(namespace));
+        if namespace != "/" {
+            self.common()
+                .with_session(|s| s.positions.remove(namespace));
+        }
         self.membership(MessageType::Leave, namespace, None).await
     }
 
     /// The rooms of this handle's namespace that the client remembers having joined.
     pub fn rooms(&self) -> Vec<String> {
         self.common().with_memberships(|m| m.rooms(&self.namespace))
+    }
+
+    /// The session id the server gave in its latest `hello` frame (`None` before one arrived,
+    /// or with a server that sends none). After a [resumed](StateEvent::Resumed) reconnection
+    /// it is unchanged; after any other reconnection it is the new session's.
+    ///
+    /// ```
+    /// # use wsu::client::Client;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let server = wsu::Server::builder().build()?;
+    /// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let url = format!("ws://{}/ws", listener.local_addr()?);
+    /// # tokio::spawn({ let server = server.clone(); async move { server.serve(listener).await } });
+    /// let client = Client::builder(url.as_str()).connect().await?;
+    /// if let Some(sid) = client.session_id() {
+    ///     println!("connected as {sid}");
+    /// }
+    /// # client.close("bye").await;
+    /// # server.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn session_id(&self) -> Option<String> {
+        self.common().with_session(|s| s.sid.clone())
+    }
+
+    /// Whether the current connection resumed the previous session (see
+    /// [`StateEvent::Resumed`]). False for the first connection.
+    pub fn is_resumed(&self) -> bool {
+        self.common().with_session(|s| s.resumed)
+    }
+
+    /// The server's maximum message size, from its latest `hello` frame: larger emits, requests
+    /// and joins fail with [`ClientError::MessageTooBig`] without being sent.
+    pub fn max_message_size(&self) -> Option<usize> {
+        self.common().with_session(|s| s.max_message_size)
+    }
+
+    /// The position of the last broadcast of this handle's namespace that the client handed to
+    /// its handlers (events carrying an `offset`, from a server with recovery enabled), or the
+    /// position a `recovery` frame set. It is sent with the resume request after a
+    /// disconnection, so that the server replays what the client missed.
+    pub fn position(&self) -> Option<StreamPosition> {
+        self.common()
+            .with_session(|s| s.positions.get(&*self.namespace).cloned())
+    }
+
+    /// The members of `room` of this handle's namespace, as the server's `presence` frames
+    /// reported them (`None` before the first one; see
+    /// [`ClientBuilder::on_presence`]). The last known view is kept while disconnected; it is
+    /// replaced when the server sends the room's state again (after a resume or a rejoin) and
+    /// forgotten when the room is left.
+    pub fn presence(&self, room: &str) -> Option<PresenceState> {
+        self.common()
+            .with_presence(|p| p.get(&self.namespace, room))
     }
 
     /// The namespaces the client remembers being in, `/` first.

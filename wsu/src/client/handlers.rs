@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::shared::{Common, guard};
-use super::{ErrorEvent, StateEvent, frames};
+use super::{ErrorEvent, PresenceEvent, StateEvent, StreamPosition, frames};
 use crate::handler::{HandlerError, IntoAck, Reply, decode_payload};
 use crate::sync::{BoxFuture, CatchUnwind, panic_message};
 
@@ -64,6 +64,8 @@ pub(crate) type AnyCallback = Box<dyn Fn(&str, &str, Option<&RawValue>) + Send +
 pub(crate) type ErrorCallback = Box<dyn Fn(ErrorEvent) + Send + Sync>;
 /// Called with every state event.
 pub(crate) type StateCallback = Box<dyn Fn(&StateEvent) + Send + Sync>;
+/// Called with every presence frame.
+pub(crate) type PresenceCallback = Box<dyn Fn(&PresenceEvent) + Send + Sync>;
 
 /// The handlers of one namespace, by event.
 type EventHandlers = HashMap<Box<str>, Arc<dyn ClientHandler>>;
@@ -76,6 +78,7 @@ pub(crate) struct Callbacks {
     pub(crate) on_any: Option<AnyCallback>,
     pub(crate) on_error: Option<ErrorCallback>,
     pub(crate) on_state: Option<StateCallback>,
+    pub(crate) on_presence: Option<PresenceCallback>,
 }
 
 impl Callbacks {
@@ -107,6 +110,9 @@ pub(crate) struct IncomingEvent {
     pub(crate) event: Box<str>,
     pub(crate) data: Option<Box<RawValue>>,
     pub(crate) ack_id: Option<Box<str>>,
+    /// The stream position it carries (a broadcast from a server with recovery), recorded as the
+    /// namespace's position once the event is in the handler queue.
+    pub(crate) position: Option<StreamPosition>,
 }
 
 /// An answer to a server request, tagged with the connection it belongs to.

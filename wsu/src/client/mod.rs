@@ -106,8 +106,9 @@
 //! | close | reconnect? |
 //! |---|---|
 //! | no close frame (network failure, heartbeat timeout, server killed) | yes |
-//! | `1001` going away (server shutdown), `1011`, `1013`, `4000..=4499` | yes |
+//! | `1001` going away (server shutdown), `1011`, `1013`, `4000..=4499` except `4003` | yes |
 //! | `1000` normal closure by the server application | no, unless [`Reconnect::on_normal_close`] |
+//! | `4003` session resumed elsewhere (another connection took over the session) | no |
 //! | `4500..=4999` (e.g. `4500` refused: bad credentials), `1002`, `1005`, `1007`, `1008`, `1009`, others | no |
 //!
 //! This is [`CloseCode::should_reconnect`](crate::CloseCode::should_reconnect). After
@@ -117,6 +118,26 @@
 //! [`ClientAckError::Disconnected`]; they are not sent again, since the server may have handled
 //! them. After [`Reconnect::max_attempts`] failed attempts in a row the client reports
 //! [`StateEvent::GaveUp`] and closes.
+//!
+//! # Session recovery
+//! A server that sends the `hello` frame (wsu's default) tells the client its session id
+//! ([`Client::session_id`]) and its maximum message size: a larger emit, request or join fails
+//! at once with [`ClientError::MessageTooBig`], nothing sent. With recovery enabled on the server
+//! (`ServerBuilder::recovery`) the `hello` also carries a single-use resume token, and
+//! broadcasts carry a stream position, kept per namespace ([`Client::position`]).
+//!
+//! On reconnecting, a client holding a token asks to resume its session (the URL gets
+//! `wsu_resume` and `wsu_offsets`, the latest token and positions). If the server accepts
+//! ([`StateEvent::Resumed`]), the session id is unchanged and the server restored its namespaces
+//! and rooms: the client does not join them again. If it refuses
+//! ([`StateEvent::ResumeRefused`] with the reason), the connection is a fresh session and the
+//! client rejoins as usual. Either way the server then replays, per namespace, the broadcasts
+//! the client missed: the handlers get them in order, before any later event, and a
+//! [`StateEvent::Recovery`] ([`Recovery`]) says whether they are exactly what was missed
+//! (`recovered`) or why not (`reason`; the application should then reload its state).
+//!
+//! Presence frames (`ServerBuilder::presence`) go to [`ClientBuilder::on_presence`], and the
+//! client keeps each room's members ([`Client::presence`]).
 //!
 //! # Offline buffer
 //! While disconnected, emits and requests wait, in order, in a bounded buffer (256 messages by
@@ -163,6 +184,8 @@ mod handle;
 mod handlers;
 mod memberships;
 mod pending;
+mod presence;
+mod session;
 mod shared;
 mod state;
 #[cfg(any(feature = "client-tls", feature = "client-tls-native-roots"))]
@@ -172,6 +195,8 @@ pub use backoff::Reconnect;
 pub use builder::ClientBuilder;
 pub use error::{ClientAckError, ClientError, ErrorEvent};
 pub use handle::Client;
+pub use presence::{PresenceEntry, PresenceEvent, PresenceState, PresenceUpdate};
+pub use session::{Recovery, StreamPosition};
 pub use state::{ConnectionState, StateEvent};
 
 /// The rustls crate the client's TLS is built on (features `client-tls` and

@@ -10,7 +10,9 @@ use tokio::sync::{broadcast, watch};
 use super::config::Config;
 use super::handlers::Callbacks;
 use super::memberships::Memberships;
-use super::{ConnectionState, ErrorEvent, StateEvent};
+use super::presence::Tracker;
+use super::session::SessionState;
+use super::{ClientError, ConnectionState, ErrorEvent, StateEvent};
 use crate::sync::{lock, panic_message};
 
 /// How many state events a slow [`Client::events`](super::Client::events) receiver may lag
@@ -23,6 +25,8 @@ pub(crate) struct Common {
     state: watch::Sender<ConnectionState>,
     events: broadcast::Sender<StateEvent>,
     memberships: Mutex<Memberships>,
+    session: Mutex<SessionState>,
+    presence: Mutex<Tracker>,
     next_ack: AtomicU64,
 }
 
@@ -34,6 +38,8 @@ impl Common {
             state: watch::Sender::new(ConnectionState::Connecting),
             events: broadcast::Sender::new(STATE_EVENTS_CAPACITY),
             memberships: Mutex::new(Memberships::default()),
+            session: Mutex::new(SessionState::default()),
+            presence: Mutex::new(Tracker::default()),
             next_ack: AtomicU64::new(0),
         }
     }
@@ -79,6 +85,25 @@ impl Common {
 
     pub(crate) fn with_memberships<R>(&self, f: impl FnOnce(&mut Memberships) -> R) -> R {
         f(&mut lock(&self.memberships))
+    }
+
+    pub(crate) fn with_session<R>(&self, f: impl FnOnce(&mut SessionState) -> R) -> R {
+        f(&mut lock(&self.session))
+    }
+
+    pub(crate) fn with_presence<R>(&self, f: impl FnOnce(&mut Tracker) -> R) -> R {
+        f(&mut lock(&self.presence))
+    }
+
+    /// Refuses a message larger than the server's `maxMessageSize` (once a `hello` told it).
+    pub(crate) fn check_size(&self, frame: &str) -> Result<(), ClientError> {
+        match self.with_session(|s| s.max_message_size) {
+            Some(limit) if frame.len() > limit => Err(ClientError::MessageTooBig {
+                size: frame.len(),
+                limit,
+            }),
+            _ => Ok(()),
+        }
     }
 }
 

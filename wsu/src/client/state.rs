@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use super::Recovery;
+
 /// Where a client stands, as seen through [`Client::state`](super::Client::state).
 ///
 /// ```text
@@ -62,4 +64,24 @@ pub enum StateEvent {
     /// The configured [`max_attempts`](super::Reconnect::max_attempts) all failed; the client is
     /// now [`ConnectionState::Closed`].
     GaveUp,
+    /// The server resumed the previous session on this new connection (session recovery, a
+    /// server with `ServerBuilder::recovery`): the session id is unchanged and the server restored
+    /// its namespaces and rooms, so the client does not join them again. Reported when the
+    /// server's `hello` arrives, before [`Connected`](StateEvent::Connected); the missed events
+    /// follow, one [`Recovery`](StateEvent::Recovery) per namespace.
+    Resumed {
+        /// The session id (the same as before the disconnection).
+        sid: String,
+    },
+    /// The client asked to resume its previous session and the server refused: this connection
+    /// is a fresh session (a new session id), the client joins its namespaces and rooms again
+    /// as after any reconnection, and the server state of the old session (rooms, presence,
+    /// missed events) is lost. Reported before [`Connected`](StateEvent::Connected).
+    ResumeRefused {
+        /// The server's reason: `invalid token`, `unknown session` (expired or already used) or
+        /// `session busy`.
+        reason: String,
+    },
+    /// The outcome of recovering the missed events of a namespace (see [`Recovery`]).
+    Recovery(Recovery),
 }

@@ -63,7 +63,8 @@ impl CloseCode {
 
     /// Whether a client should reconnect after a close with this code.
     ///
-    /// True for 1001, 1006, 1011, 1013 and `4000..=4499` except 4003; false otherwise.
+    /// True for 1001, 1006, 1011, 1013 and `4000..=4499` except 4003
+    /// ([`SESSION_TAKEN`](CloseCode::SESSION_TAKEN)); false otherwise.
     pub const fn should_reconnect(self) -> bool {
         matches!(self.0, 1001 | 1006 | 1011 | 1013 | 4000..=4002 | 4004..=4499)
     }
@@ -84,7 +85,7 @@ impl CloseCode {
             4000 => "heartbeat timeout",
             4001 => "slow consumer",
             4002 => "write timeout",
-            4003 => "session taken",
+            4003 => "session resumed elsewhere",
             4500 => "refused",
             _ => "other",
         }
@@ -118,6 +119,8 @@ mod tests {
         assert!(CloseCode::new(4000).should_reconnect());
         assert!(CloseCode::new(4499).should_reconnect());
         assert!(!CloseCode::new(4500).should_reconnect());
+        assert!(!CloseCode::SESSION_TAKEN.should_reconnect());
+        assert!(CloseCode::new(4004).should_reconnect());
         assert!(!CloseCode::NORMAL.should_reconnect());
         assert!(CloseCode::GOING_AWAY.should_reconnect());
         assert_eq!(CloseCode::SLOW_CONSUMER.to_string(), "4001 (slow consumer)");

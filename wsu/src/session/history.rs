@@ -83,6 +83,10 @@ impl Unrecovered {
     }
 }
 
+/// A resumed session starting its membership: its id, its rooms at detach, the client's
+/// position.
+pub(crate) type Resuming<'a> = (SocketId, &'a [Arc<str>], Option<&'a Position>);
+
 /// What a membership that starts is told.
 pub(crate) struct Replay {
     pub(crate) outcome: Result<(), Unrecovered>,
@@ -165,7 +169,7 @@ impl History {
     /// just the current position.
     pub(crate) fn replay(
         &mut self,
-        resume: Option<(SocketId, &[Arc<str>], Option<&Position>)>,
+        resume: Option<Resuming<'_>>,
         max: usize,
         now: Instant,
     ) -> Replay {
