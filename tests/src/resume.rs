@@ -40,7 +40,11 @@ impl Session {
         Self::open(addr, String::new(), BTreeMap::new()).await
     }
 
-    async fn open(addr: SocketAddr, query: String, positions: BTreeMap<String, (String, u64)>) -> Session {
+    async fn open(
+        addr: SocketAddr,
+        query: String,
+        positions: BTreeMap<String, (String, u64)>,
+    ) -> Session {
         let url = format!("ws://{addr}/ws{query}");
         let mut client = Client::connect(&url).await;
         let hello = next_raw(&mut client).await;
@@ -59,7 +63,10 @@ impl Session {
 
     /// The resume token.
     pub fn token(&self) -> String {
-        self.hello["token"].as_str().expect("a token (recovery on)").to_owned()
+        self.hello["token"]
+            .as_str()
+            .expect("a token (recovery on)")
+            .to_owned()
     }
 
     /// The query string that resumes this session with `token` and these positions.

@@ -35,7 +35,10 @@ async fn member(ts: &TestServer, ns: &str, room: &str) -> Session {
         .await;
     if ns != "/" {
         let r = s.recovery().await;
-        assert_eq!((r["namespace"].as_str(), r["data"]["reason"].as_str()), (Some(ns), Some("new")));
+        assert_eq!(
+            (r["namespace"].as_str(), r["data"]["reason"].as_str()),
+            (Some(ns), Some("new"))
+        );
     }
     let ack = s.next().await;
     assert_eq!(ack["type"], "ack", "{ack}");
@@ -43,7 +46,10 @@ async fn member(ts: &TestServer, ns: &str, room: &str) -> Session {
 }
 
 fn data(events: &[Value]) -> Vec<i64> {
-    events.iter().map(|e| e["data"].as_i64().expect("number")).collect()
+    events
+        .iter()
+        .map(|e| e["data"].as_i64().expect("number"))
+        .collect()
 }
 
 #[tokio::test]
@@ -75,11 +81,21 @@ async fn a_dropped_client_gets_every_broadcast_it_missed_once_and_in_order() {
     let rest = 1000 - seen.len();
     seen.extend(a.events(rest).await);
     sender.await.expect("sender");
-    assert_eq!(data(&seen), (0..1000).collect::<Vec<_>>(), "every message once, in order");
-    let offsets: Vec<u64> = seen.iter().map(|e| e["offset"].as_u64().expect("offset")).collect();
+    assert_eq!(
+        data(&seen),
+        (0..1000).collect::<Vec<_>>(),
+        "every message once, in order"
+    );
+    let offsets: Vec<u64> = seen
+        .iter()
+        .map(|e| e["offset"].as_u64().expect("offset"))
+        .collect();
     assert!(offsets.windows(2).all(|w| w[0] < w[1]), "offsets increase");
     assert!(seen.iter().all(|e| e["epoch"] == seen[0]["epoch"]));
-    assert_eq!(data(&witness.events(1000).await), (0..1000).collect::<Vec<_>>());
+    assert_eq!(
+        data(&witness.events(1000).await),
+        (0..1000).collect::<Vec<_>>()
+    );
     println!("replayed {replayed} of 1000 in the recovery frame");
     let stats = ts.server.stats();
     assert_eq!((stats.sessions_resumed, stats.sessions_refused), (1, 0));
@@ -101,7 +117,13 @@ async fn a_resume_while_the_old_transport_is_open_takes_the_session_over() {
         Closed::Frame(4003, "session resumed elsewhere".into())
     );
     let r = b.recovery().await;
-    assert_eq!((r["data"]["recovered"].as_bool(), r["data"]["events"].as_array().map(Vec::len)), (Some(true), Some(0)));
+    assert_eq!(
+        (
+            r["data"]["recovered"].as_bool(),
+            r["data"]["events"].as_array().map(Vec::len)
+        ),
+        (Some(true), Some(0))
+    );
     // The rooms came along: a broadcast to "r" reaches the new transport, once.
     ts.server.to("r").emit("n", &2).expect("emit");
     assert_eq!(data(&b.events(1).await), [2]);
@@ -122,7 +144,10 @@ async fn forged_reused_and_garbage_tokens_are_refused_with_a_fresh_session() {
     let last = forged.pop().expect("char");
     forged.push(if last == 'A' { 'Q' } else { 'A' });
     let f = Session::resume_with(ts.addr, &forged, BTreeMap::new()).await;
-    assert_eq!(f.hello["resume"], json!({"accepted": false, "reason": "invalid token"}));
+    assert_eq!(
+        f.hello["resume"],
+        json!({"accepted": false, "reason": "invalid token"})
+    );
     assert_ne!(f.sid(), sid, "a fresh session");
     let g = Session::resume_with(ts.addr, "not-a-token", BTreeMap::new()).await;
     assert_eq!(g.hello["resume"]["reason"], "invalid token");
@@ -133,7 +158,10 @@ async fn forged_reused_and_garbage_tokens_are_refused_with_a_fresh_session() {
     assert_eq!(b.sid(), sid);
     // A token works once: the session now has another secret.
     let again = Session::resume_with(ts.addr, &token, positions).await;
-    assert_eq!(again.hello["resume"], json!({"accepted": false, "reason": "invalid token"}));
+    assert_eq!(
+        again.hello["resume"],
+        json!({"accepted": false, "reason": "invalid token"})
+    );
     assert_ne!(again.sid(), sid);
     // Every hello carries a new token.
     assert_ne!(b.token(), token);
@@ -147,7 +175,10 @@ async fn a_client_close_or_an_expired_session_cannot_be_resumed() {
     // A close frame from the client ends the session at once.
     let mut a = member(&ts, "/", "r").await;
     let token = a.token();
-    assert_eq!(a.client.close(1000, "bye").await, Closed::Frame(1000, "bye".into()));
+    assert_eq!(
+        a.client.close(1000, "bye").await,
+        Closed::Frame(1000, "bye".into())
+    );
     wait_until(|| ts.server.stats().connections == 0).await;
     let b = Session::resume_with(ts.addr, &token, BTreeMap::new()).await;
     assert_eq!(b.hello["resume"]["reason"], "unknown session");
@@ -227,7 +258,11 @@ async fn volatile_direct_and_acked_emits_are_not_replayed_nor_numbered() {
     let mut a = member(&ts, "/", "r").await;
     let socket = next(&mut sockets).await;
     socket.emit("direct", &1).expect("emit");
-    ts.server.to("r").volatile().emit("cursor", &2).expect("emit");
+    ts.server
+        .to("r")
+        .volatile()
+        .emit("cursor", &2)
+        .expect("emit");
     ts.server.to("r").emit("kept", &3).expect("emit");
     let live = a.events(3).await;
     assert_eq!(live[0].get("offset"), None, "{}", live[0]);
@@ -237,7 +272,11 @@ async fn volatile_direct_and_acked_emits_are_not_replayed_nor_numbered() {
     let positions = a.positions.clone();
     drop(a);
     wait_until(|| ts.server.stats().sessions_detached == 1).await;
-    ts.server.to("r").volatile().emit("cursor", &4).expect("emit");
+    ts.server
+        .to("r")
+        .volatile()
+        .emit("cursor", &4)
+        .expect("emit");
     ts.server.to("r").emit("kept", &5).expect("emit");
     let report = ts
         .server
@@ -252,7 +291,10 @@ async fn volatile_direct_and_acked_emits_are_not_replayed_nor_numbered() {
     assert_eq!(r["data"]["recovered"], true);
     let events = r["data"]["events"].as_array().expect("events");
     assert_eq!(events.len(), 1, "{r}");
-    assert_eq!((events[0]["event"].as_str(), events[0]["data"].as_i64()), (Some("kept"), Some(5)));
+    assert_eq!(
+        (events[0]["event"].as_str(), events[0]["data"].as_i64()),
+        (Some("kept"), Some(5))
+    );
     ts.stop().await;
 }
 
@@ -260,26 +302,44 @@ async fn volatile_direct_and_acked_emits_are_not_replayed_nor_numbered() {
 async fn every_namespace_of_the_session_is_restored_with_its_own_stream() {
     let ts = start(Recovery::default()).await;
     let mut a = member(&ts, "/chat", "lobby").await;
-    ts.server.of("/chat").to("lobby").emit("m", &1).expect("emit");
+    ts.server
+        .of("/chat")
+        .to("lobby")
+        .emit("m", &1)
+        .expect("emit");
     ts.server.emit("root", &10).expect("emit");
     a.events(2).await;
     let token = a.token();
     let mut positions = a.positions.clone();
     drop(a);
     wait_until(|| ts.server.stats().sessions_detached == 1).await;
-    ts.server.of("/chat").to("lobby").emit("m", &2).expect("emit");
+    ts.server
+        .of("/chat")
+        .to("lobby")
+        .emit("m", &2)
+        .expect("emit");
     ts.server.of("/chat").emit("m", &3).expect("emit");
     ts.server.emit("root", &11).expect("emit");
     // Resume without a position for "/": that namespace cannot be recovered.
     positions.remove("/");
     let mut b = Session::resume_with(ts.addr, &token, positions).await;
     let root = b.recovery().await;
-    assert_eq!((root["namespace"].as_str(), root["data"]["reason"].as_str()), (Some("/"), Some("no offset")));
+    assert_eq!(
+        (root["namespace"].as_str(), root["data"]["reason"].as_str()),
+        (Some("/"), Some("no offset"))
+    );
     let chat = b.recovery().await;
     assert_eq!(chat["namespace"], "/chat");
     assert_eq!(chat["data"]["recovered"], true, "{chat}");
-    assert_eq!(data(chat["data"]["events"].as_array().expect("events")), [2, 3]);
-    ts.server.of("/chat").to("lobby").emit("m", &4).expect("emit");
+    assert_eq!(
+        data(chat["data"]["events"].as_array().expect("events")),
+        [2, 3]
+    );
+    ts.server
+        .of("/chat")
+        .to("lobby")
+        .emit("m", &4)
+        .expect("emit");
     assert_eq!(data(&b.events(1).await), [4], "still in /chat's room");
     ts.stop().await;
 }
@@ -293,7 +353,8 @@ async fn connect_hooks_run_again_and_know_the_connection_was_recovered() {
             .on_connect(move |s: Socket| {
                 let tx = tx.clone();
                 async move {
-                    tx.send((s.id().to_string(), s.recovered())).expect("test alive");
+                    tx.send((s.id().to_string(), s.recovered()))
+                        .expect("test alive");
                 }
             })
             .build()
@@ -328,11 +389,16 @@ async fn without_recovery_there_is_no_token_no_offset_and_no_recovery_frame() {
     let ts = TestServer::start(Server::builder().build().expect("build")).await;
     let mut a = Session::connect(ts.addr).await;
     assert_eq!(a.hello.get("token"), None);
-    a.client.send(json!({"type": "join", "room": "r", "ackId": "j"})).await;
+    a.client
+        .send(json!({"type": "join", "room": "r", "ackId": "j"}))
+        .await;
     assert_eq!(a.next().await["type"], "ack");
     ts.server.to("r").emit("n", &1).expect("emit");
     let e = a.next().await;
-    assert_eq!(e, json!({"type": "event", "namespace": "/", "event": "n", "data": 1}));
+    assert_eq!(
+        e,
+        json!({"type": "event", "namespace": "/", "event": "n", "data": 1})
+    );
     // A resume attempt is ignored: no `resume` in the hello.
     let b = Session::resume_with(ts.addr, "x.y", BTreeMap::new()).await;
     assert_eq!(b.hello.get("resume"), None);

@@ -116,6 +116,9 @@ pub struct Config {
     /// Connection-state recovery (sessions, resume tokens, history). Default: off. See
     /// [`Recovery`](crate::Recovery).
     pub recovery: Option<crate::Recovery>,
+    /// Presence: per room, who is there, with `presence` frames to its members when that
+    /// changes (see [`ServerBuilder::presence`](crate::ServerBuilder::presence)). Default false.
+    pub presence: bool,
     /// Echo every data frame back unchanged instead of dispatching it (WebSocket conformance
     /// testing only; see `ServerBuilder::echo_mode`). Default false.
     pub(crate) echo_mode: bool,
@@ -149,6 +152,7 @@ impl Default for Config {
             hook_timeout: Duration::from_secs(10),
             hello: true,
             recovery: None,
+            presence: false,
             echo_mode: false,
         }
     }

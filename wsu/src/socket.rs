@@ -124,6 +124,33 @@ impl Socket {
         self.conn.is_resumed()
     }
 
+    /// Set this connection's presence identity: the user `key` it is grouped under (one user,
+    /// several tabs or devices) and `meta`, shown to the members of its rooms with
+    /// [`presence`](crate::ServerBuilder::presence) on, and in [`Server::presence`]. Call it
+    /// from the connect hook, before joining rooms; called later, the rooms it is in hear the
+    /// change. Without it the key is the connection id and the metadata `null`.
+    ///
+    /// ```
+    /// # fn demo(socket: wsu::Socket) -> Result<(), wsu::SendError> {
+    /// socket.set_presence("ada", &serde_json::json!({ "nick": "Ada", "device": "phone" }))?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`SendError::Encode`] if `meta` does not serialize; nothing changes then.
+    pub fn set_presence<M: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        meta: &M,
+    ) -> Result<(), SendError> {
+        let meta = serde_json::value::to_raw_value(meta).map_err(SendError::Encode)?;
+        self.conn.set_presence_id(crate::presence::PresenceId {
+            key: Arc::from(key),
+            meta,
+        });
+        Ok(())
+    }
+
     /// Send an event to this connection in this handle's namespace (the seed's `Emit`).
     ///
     /// The message is queued without waiting; messages to one connection arrive in the order

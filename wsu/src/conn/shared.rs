@@ -13,6 +13,7 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use super::acks::{AckData, AckTable};
 use super::outbox::{Outbox, Refused};
 use crate::config::{Config, SlowConsumerPolicy};
+use crate::presence::PresenceId;
 use crate::registry::Namespace;
 use crate::session::history::Position;
 use crate::session::resume::Restore;
@@ -81,6 +82,8 @@ pub(crate) struct ConnShared {
     resumed: AtomicBool,
     /// What a resumed session still has to restore, namespace by namespace.
     restore: Mutex<Option<Box<Restore>>>,
+    /// The presence identity (`None`: the connection id as key, `null` metadata).
+    presence: Mutex<Option<Arc<PresenceId>>>,
 }
 
 impl ConnShared {
@@ -102,6 +105,7 @@ impl ConnShared {
             remote_addr,
             resumed: AtomicBool::new(false),
             restore: Mutex::new(None),
+            presence: Mutex::new(None),
         };
         Arc::new(conn)
     }
@@ -120,7 +124,23 @@ impl ConnShared {
         config: &Config,
         counters: &Counters,
     ) -> Result<(), SendError> {
-        if frame.len() > config.max_queued_bytes {
+        self.send_with(
+            frame,
+            config.max_queued_bytes,
+            config.slow_consumer,
+            counters,
+        )
+    }
+
+    /// [`send`](Self::send) with the two settings it uses given explicitly.
+    pub(crate) fn send_with(
+        &self,
+        frame: Utf8Bytes,
+        max_queued_bytes: usize,
+        slow_consumer: SlowConsumerPolicy,
+        counters: &Counters,
+    ) -> Result<(), SendError> {
+        if frame.len() > max_queued_bytes {
             return Err(SendError::TooLarge);
         }
         match self.outbox.offer(Message::Text(frame)) {
@@ -128,7 +148,7 @@ impl ConnShared {
             Err(Refused::Closed) => Err(SendError::Closed),
             Err(Refused::Full) => {
                 Counters::inc(&counters.messages_dropped);
-                if config.slow_consumer == SlowConsumerPolicy::Disconnect {
+                if slow_consumer == SlowConsumerPolicy::Disconnect {
                     self.request_close(CloseRequest {
                         code: CloseCode::SLOW_CONSUMER,
                         reason: "outbound queue full".to_owned(),
@@ -253,7 +273,7 @@ impl ConnShared {
             return false;
         };
         m.rooms.swap_remove(pos);
-        m.ns.leave_room(self.id, room)
+        m.ns.leave_room(self, room)
     }
 
     /// Leave a namespace and all its rooms. Returns the membership that ended.
@@ -261,7 +281,7 @@ impl ConnShared {
         let mut st = lock(&self.state);
         let pos = st.memberships.iter().position(|m| &*m.ns.name == ns_name)?;
         let m = st.memberships.swap_remove(pos);
-        m.ns.remove(self.id, &m.rooms);
+        m.ns.remove(self, &m.rooms);
         Some(m)
     }
 
@@ -309,7 +329,7 @@ impl ConnShared {
             std::mem::take(&mut st.memberships)
         };
         for m in &memberships {
-            m.ns.remove(self.id, &m.rooms);
+            m.ns.remove(self, &m.rooms);
         }
         memberships
     }
@@ -328,11 +348,34 @@ impl ConnShared {
         st.closed = true;
         let memberships = std::mem::take(&mut st.memberships);
         for m in &memberships {
-            m.ns.remove(self.id, &m.rooms);
+            m.ns.remove(self, &m.rooms);
         }
         let saved = Saved::of(&memberships);
         st.taken = memberships;
         saved
+    }
+
+    // ---- presence ----------------------------------------------------------------------------
+
+    /// The presence identity (`None`: the default one).
+    pub(crate) fn presence_id(&self) -> Option<Arc<PresenceId>> {
+        lock(&self.presence).clone()
+    }
+
+    /// Set the presence identity; every room this connection is in hears the change.
+    pub(crate) fn set_presence_id(&self, id: PresenceId) {
+        let new = Arc::new(id);
+        let old = lock(&self.presence).replace(new.clone());
+        let rooms: Vec<(Arc<Namespace>, Vec<Arc<str>>)> = lock(&self.state)
+            .memberships
+            .iter()
+            .map(|m| (m.ns.clone(), m.rooms.clone()))
+            .collect();
+        for (ns, rooms) in rooms {
+            for room in rooms {
+                ns.presence_changed(self.id, &room, old.as_deref(), &new);
+            }
+        }
     }
 
     // ---- resume ------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ use crate::SocketId;
 use crate::conn::ConnShared;
 use crate::handler::ErasedHandler;
 use crate::hooks::{ConnectHook, DisconnectHook};
+use crate::presence::{self, Presence, PresenceCtx, PresenceId};
 use crate::registry::Group;
 use crate::session::history::History;
 use crate::sync::lock;
@@ -69,6 +70,8 @@ pub(crate) struct Namespace {
     /// The broadcasts kept for resumed sessions, with recovery on. Held while a recorded
     /// broadcast is delivered and while a membership starts (see `session::history`).
     pub(crate) history: Option<Mutex<History>>,
+    /// With presence on: what sending presence frames needs.
+    presence: Option<PresenceCtx>,
 }
 
 /// Recipients of one broadcast.
@@ -94,6 +97,7 @@ impl Namespace {
         on_connect: Option<ConnectHook>,
         on_disconnect: Option<DisconnectHook>,
         recovery: Option<&crate::Recovery>,
+        presence: Option<PresenceCtx>,
     ) -> Self {
         Namespace {
             name,
@@ -103,6 +107,7 @@ impl Namespace {
             on_disconnect,
             members: Mutex::new(Members::default()),
             history: recovery.map(|r| Mutex::new(History::new(r.history_size, r.history_ttl))),
+            presence,
         }
     }
 
@@ -117,11 +122,14 @@ impl Namespace {
 
     /// Remove a member from the namespace and from these rooms. Returns whether the namespace is
     /// now empty.
-    pub(crate) fn remove(&self, id: SocketId, rooms: &[Arc<str>]) -> bool {
+    pub(crate) fn remove(&self, conn: &ConnShared, rooms: &[Arc<str>]) -> bool {
+        let id = conn.id;
         let mut m = lock(&self.members);
         for room in rooms {
             if let Some(g) = m.rooms.get_mut(room) {
-                g.remove(id);
+                if g.remove(id) {
+                    self.announce_leave(conn, room, g);
+                }
                 if g.is_empty() {
                     m.rooms.remove(room);
                 }
@@ -142,16 +150,73 @@ impl Namespace {
             return Err(Removed);
         }
         m.all.insert(conn);
-        Ok(m.rooms.entry(room.clone()).or_default().insert(conn))
+        let g = m.rooms.entry(room.clone()).or_default();
+        let new = g.insert(conn);
+        if new {
+            if let Some(ctx) = &self.presence {
+                // The newcomer gets the state (itself included), the others the join.
+                ctx.send(conn, &presence::state_frame(&self.name, room, g.iter()));
+                let who = conn.presence_id();
+                let diff =
+                    presence::diff_frame(&self.name, room, conn.id, Some(who.as_deref()), None);
+                for other in g.iter().filter(|c| c.id != conn.id) {
+                    ctx.send(other, &diff);
+                }
+            }
+        }
+        Ok(new)
+    }
+
+    /// Tell a room's remaining members that `conn` left it.
+    fn announce_leave(&self, conn: &ConnShared, room: &str, g: &Group) {
+        if let Some(ctx) = &self.presence {
+            let who = conn.presence_id();
+            let diff = presence::diff_frame(&self.name, room, conn.id, None, Some(who.as_deref()));
+            for other in g.iter() {
+                ctx.send(other, &diff);
+            }
+        }
+    }
+
+    /// Tell a room's members (the connection included) that a member's identity changed.
+    pub(crate) fn presence_changed(
+        &self,
+        id: SocketId,
+        room: &str,
+        old: Option<&PresenceId>,
+        new: &PresenceId,
+    ) {
+        let Some(ctx) = &self.presence else { return };
+        let m = lock(&self.members);
+        let Some(g) = m.rooms.get(room) else { return };
+        if !g.contains(id) {
+            return;
+        }
+        let diff = presence::diff_frame(&self.name, room, id, Some(Some(new)), Some(old));
+        for c in g.iter() {
+            ctx.send(c, &diff);
+        }
+    }
+
+    /// A room's presence (empty without members).
+    pub(crate) fn presence(&self, room: &str) -> Presence {
+        let m = lock(&self.members);
+        m.rooms
+            .get(room)
+            .map(|g| presence::snapshot(g.iter()))
+            .unwrap_or_default()
     }
 
     /// Remove a member from a room; empty rooms are deleted. Returns whether it was there.
-    pub(crate) fn leave_room(&self, id: SocketId, room: &str) -> bool {
+    pub(crate) fn leave_room(&self, conn: &ConnShared, room: &str) -> bool {
         let mut m = lock(&self.members);
         let Some(g) = m.rooms.get_mut(room) else {
             return false;
         };
-        let removed = g.remove(id);
+        let removed = g.remove(conn.id);
+        if removed {
+            self.announce_leave(conn, room, g);
+        }
         if g.is_empty() {
             m.rooms.remove(room);
         }

@@ -614,6 +614,28 @@ impl ServerBuilder {
         self
     }
 
+    /// Turn presence on (default off): per room, who is there — each connection under the
+    /// user key its connect hook gave with [`Socket::set_presence`] (its id otherwise), with
+    /// that metadata — readable with [`Server::presence`], and sent to the room's members as
+    /// `presence` frames: the whole state to a connection joining the room, joins and leaves
+    /// to the others (PROTOCOL.md §13.6).
+    ///
+    /// ```
+    /// let server = wsu::Server::builder()
+    ///     .presence(true)
+    ///     .on_connect(|socket: wsu::Socket| async move {
+    ///         let nick = socket.query("nick").unwrap_or("anonymous").to_owned();
+    ///         socket.set_presence(&nick, &serde_json::json!({ "nick": nick }))
+    ///     })
+    ///     .build()
+    ///     .unwrap();
+    /// assert!(server.presence("/", "lobby").is_empty());
+    /// ```
+    pub fn presence(mut self, on: bool) -> Self {
+        self.config.presence = on;
+        self
+    }
+
     /// Echo every text and binary message back unchanged, instead of decoding and dispatching
     /// it. Everything else is as usual: the same accept path, limits, heartbeats and close
     /// codes. For WebSocket conformance testing (Autobahn, `conformance/`) only: not public API.
@@ -761,6 +783,7 @@ impl ServerBuilder {
             });
         }
 
+        let counters = Arc::new(Counters::default());
         let mut namespaces = HashMap::new();
         for nsb in self.namespaces {
             names::validate_namespace(&nsb.name)
@@ -788,6 +811,7 @@ impl ServerBuilder {
                     nsb.on_connect,
                     nsb.on_disconnect,
                     self.config.recovery.as_ref(),
+                    super::presence_ctx(&self.config, &counters),
                 )),
             );
         }
@@ -824,7 +848,7 @@ impl ServerBuilder {
             on_connect: self.on_connect,
             on_disconnect: self.on_disconnect,
             connections: Mutex::new(HashMap::new()),
-            counters: Counters::default(),
+            counters,
             ids: IdGenerator::new(),
             state: self.state,
             assets: self.assets,

@@ -25,6 +25,18 @@ use crate::stats::{Counters, Stats};
 use crate::sync::lock;
 use crate::{Socket, SocketId};
 
+/// What a namespace needs for presence frames, with presence on.
+pub(crate) fn presence_ctx(
+    config: &Config,
+    counters: &Arc<Counters>,
+) -> Option<crate::presence::PresenceCtx> {
+    config.presence.then(|| crate::presence::PresenceCtx {
+        counters: counters.clone(),
+        slow_consumer: config.slow_consumer,
+        max_queued_bytes: config.max_queued_bytes,
+    })
+}
+
 /// A static file served by [`Server::serve`] for plain `GET` requests.
 #[derive(Debug, Clone)]
 pub(crate) struct Asset {
@@ -41,7 +53,7 @@ pub(crate) struct Inner {
     pub(crate) on_connect: Option<ConnectHook>,
     pub(crate) on_disconnect: Option<DisconnectHook>,
     connections: Mutex<HashMap<SocketId, Arc<ConnShared>>>,
-    pub(crate) counters: Counters,
+    pub(crate) counters: Arc<Counters>,
     ids: IdGenerator,
     state: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
     pub(crate) assets: HashMap<String, Asset>,
@@ -161,6 +173,23 @@ impl Server {
     pub fn room_members(&self, namespace: &str, room: &str) -> Vec<SocketId> {
         self.lookup_namespace(namespace)
             .map(|ns| ns.room_members(room))
+            .unwrap_or_default()
+    }
+
+    /// Who is in a room of a namespace, on this node, grouped by user key (with
+    /// [`presence`](crate::ServerBuilder::presence) on or off: the keys and metadata come from
+    /// [`Socket::set_presence`], a connection's id being its key otherwise).
+    ///
+    /// ```
+    /// # fn demo(server: wsu::Server) {
+    /// for (user, tabs) in server.presence("/", "lobby") {
+    ///     println!("{user}: {} connection(s)", tabs.len());
+    /// }
+    /// # }
+    /// ```
+    pub fn presence(&self, namespace: &str, room: &str) -> crate::Presence {
+        self.lookup_namespace(namespace)
+            .map(|ns| ns.presence(room))
             .unwrap_or_default()
     }
 
@@ -382,6 +411,7 @@ impl Server {
                     None,
                     None,
                     self.inner.config.recovery.as_ref(),
+                    presence_ctx(&self.inner.config, &self.inner.counters),
                 ))
             })
             .clone();
@@ -446,9 +476,7 @@ impl Server {
         room: Option<&str>,
     ) -> Result<bool, JoinError> {
         match room {
-            Some(room) => conn
-                .join_room(ns, room, &self.inner.config)
-                .map(|(n, _)| n),
+            Some(room) => conn.join_room(ns, room, &self.inner.config).map(|(n, _)| n),
             None => conn.join_namespace(ns, &self.inner.config),
         }
     }

@@ -283,11 +283,51 @@ mod tests {
             )
         );
         let lobby: Arc<str> = Arc::from("lobby");
-        rec(&mut h, "b", EntryFilter { rooms: vec![lobby.clone()], ..Default::default() }, now);
-        rec(&mut h, "c", EntryFilter { rooms: vec![Arc::from("other")], ..Default::default() }, now);
-        rec(&mut h, "d", EntryFilter { except: vec![id(7)], ..Default::default() }, now);
-        rec(&mut h, "e", EntryFilter { only: vec![id(7)], ..Default::default() }, now);
-        rec(&mut h, "f", EntryFilter { except_rooms: vec![lobby.clone()], ..Default::default() }, now);
+        rec(
+            &mut h,
+            "b",
+            EntryFilter {
+                rooms: vec![lobby.clone()],
+                ..Default::default()
+            },
+            now,
+        );
+        rec(
+            &mut h,
+            "c",
+            EntryFilter {
+                rooms: vec![Arc::from("other")],
+                ..Default::default()
+            },
+            now,
+        );
+        rec(
+            &mut h,
+            "d",
+            EntryFilter {
+                except: vec![id(7)],
+                ..Default::default()
+            },
+            now,
+        );
+        rec(
+            &mut h,
+            "e",
+            EntryFilter {
+                only: vec![id(7)],
+                ..Default::default()
+            },
+            now,
+        );
+        rec(
+            &mut h,
+            "f",
+            EntryFilter {
+                except_rooms: vec![lobby.clone()],
+                ..Default::default()
+            },
+            now,
+        );
         let rooms = [lobby.clone()];
         let r = h.replay(Some((id(7), &rooms, Some(&at(&h, 0)))), 100, now);
         assert_eq!(r.outcome, Ok(()));
@@ -301,14 +341,36 @@ mod tests {
         let r = h.replay(Some((id(8), &[], Some(&at(&h, 6)))), 100, now);
         assert_eq!((r.outcome, r.events.len()), (Ok(()), 0));
         // Another epoch, or a position from the future.
-        let other = Position { epoch: "x".into(), offset: 1 };
-        assert_eq!(h.replay(Some((id(8), &[], Some(&other))), 100, now).outcome, Err(Unrecovered::EpochChanged));
-        assert_eq!(h.replay(Some((id(8), &[], Some(&at(&h, 7)))), 100, now).outcome, Err(Unrecovered::EpochChanged));
-        assert_eq!(h.replay(Some((id(8), &[], None)), 100, now).outcome, Err(Unrecovered::NoOffset));
+        let other = Position {
+            epoch: "x".into(),
+            offset: 1,
+        };
+        assert_eq!(
+            h.replay(Some((id(8), &[], Some(&other))), 100, now).outcome,
+            Err(Unrecovered::EpochChanged)
+        );
+        assert_eq!(
+            h.replay(Some((id(8), &[], Some(&at(&h, 7)))), 100, now)
+                .outcome,
+            Err(Unrecovered::EpochChanged)
+        );
+        assert_eq!(
+            h.replay(Some((id(8), &[], None)), 100, now).outcome,
+            Err(Unrecovered::NoOffset)
+        );
         assert_eq!(h.replay(None, 100, now).outcome, Err(Unrecovered::New));
         // More than max.
-        assert_eq!(h.replay(Some((id(9), &[], Some(&at(&h, 0)))), 2, now).outcome, Err(Unrecovered::TooMany));
-        assert_eq!(h.replay(Some((id(9), &[], Some(&at(&h, 0)))), 3, now).events.len(), 3);
+        assert_eq!(
+            h.replay(Some((id(9), &[], Some(&at(&h, 0)))), 2, now)
+                .outcome,
+            Err(Unrecovered::TooMany)
+        );
+        assert_eq!(
+            h.replay(Some((id(9), &[], Some(&at(&h, 0)))), 3, now)
+                .events
+                .len(),
+            3
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -319,26 +381,50 @@ mod tests {
             rec(&mut h, &i.to_string(), EntryFilter::default(), now);
         }
         // Kept: 3, 4, 5. From 1 (missed 2): trimmed; from 2: complete.
-        assert_eq!(h.replay(Some((id(1), &[], Some(&at(&h, 1)))), 100, now).outcome, Err(Unrecovered::Trimmed));
-        assert_eq!(h.replay(Some((id(1), &[], Some(&at(&h, 2)))), 100, now).events.len(), 3);
+        assert_eq!(
+            h.replay(Some((id(1), &[], Some(&at(&h, 1)))), 100, now)
+                .outcome,
+            Err(Unrecovered::Trimmed)
+        );
+        assert_eq!(
+            h.replay(Some((id(1), &[], Some(&at(&h, 2)))), 100, now)
+                .events
+                .len(),
+            3
+        );
         // Everything ages out; a client that saw offset 5 lost nothing.
         let later = now + Duration::from_secs(11);
-        assert_eq!(h.replay(Some((id(1), &[], Some(&at(&h, 4)))), 100, later).outcome, Err(Unrecovered::Trimmed));
+        assert_eq!(
+            h.replay(Some((id(1), &[], Some(&at(&h, 4)))), 100, later)
+                .outcome,
+            Err(Unrecovered::Trimmed)
+        );
         let r = h.replay(Some((id(1), &[], Some(&at(&h, 5)))), 100, later);
         assert_eq!((r.outcome, r.events.len(), r.offset), (Ok(()), 0, 5));
         // Size 0: offsets are assigned, nothing is kept.
         let mut none = History::new(0, Duration::from_secs(10));
         rec(&mut none, "x", EntryFilter::default(), now);
         rec(&mut none, "y", EntryFilter::default(), now);
-        assert_eq!(none.replay(Some((id(1), &[], Some(&at(&none, 1)))), 100, now).outcome, Err(Unrecovered::Trimmed));
-        assert_eq!(none.replay(Some((id(1), &[], Some(&at(&none, 2)))), 100, now).outcome, Ok(()));
+        assert_eq!(
+            none.replay(Some((id(1), &[], Some(&at(&none, 1)))), 100, now)
+                .outcome,
+            Err(Unrecovered::Trimmed)
+        );
+        assert_eq!(
+            none.replay(Some((id(1), &[], Some(&at(&none, 2)))), 100, now)
+                .outcome,
+            Ok(())
+        );
     }
 
     #[test]
     fn recovery_frame_shape() {
         let r = Replay {
             outcome: Ok(()),
-            events: vec![Utf8Bytes::from_static(r#"{"a":1}"#), Utf8Bytes::from_static(r#"{"b":2}"#)],
+            events: vec![
+                Utf8Bytes::from_static(r#"{"a":1}"#),
+                Utf8Bytes::from_static(r#"{"b":2}"#),
+            ],
             epoch: Arc::from("e1"),
             offset: 9,
         };
@@ -346,7 +432,12 @@ mod tests {
             encode_recovery("/chat", &r).as_str(),
             r#"{"type":"recovery","namespace":"/chat","data":{"recovered":true,"epoch":"e1","offset":9,"events":[{"a":1},{"b":2}]}}"#
         );
-        let r = Replay { outcome: Err(Unrecovered::New), events: vec![], epoch: Arc::from("e2"), offset: 0 };
+        let r = Replay {
+            outcome: Err(Unrecovered::New),
+            events: vec![],
+            epoch: Arc::from("e2"),
+            offset: 0,
+        };
         assert_eq!(
             encode_recovery("/", &r).as_str(),
             r#"{"type":"recovery","namespace":"/","data":{"recovered":false,"reason":"new","epoch":"e2","offset":0,"events":[]}}"#
