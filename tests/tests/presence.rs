@@ -49,11 +49,12 @@ async fn members_see_the_state_then_joins_and_leaves_grouped_by_user() {
     );
     // A second tab of ada: grouped under her key.
     let (mut ada2, a2) = connect(&ts, "ada").await;
-    let mut tabs = vec![entry(&a, "ada"), entry(&a2, "ada")];
-    tabs.sort_by_key(|e| e["sid"].as_str().map(str::to_owned));
+    let mut tabs = [a.clone(), a2.clone()];
+    tabs.sort();
     let p = ts.server.presence("/", "lobby");
     assert_eq!(p.keys().collect::<Vec<_>>(), ["ada", "bob"]);
-    assert_eq!(p["ada"].len(), 2);
+    let ids: Vec<String> = p["ada"].iter().map(|e| e.id.to_string()).collect();
+    assert_eq!(ids, tabs, "sorted by connection id");
     assert_eq!(p["bob"][0].meta, json!({"nick": "bob"}));
     for c in [&mut ada, &mut bob] {
         assert_eq!(
