@@ -507,10 +507,11 @@ impl Server {
                 h.replay(
                     Some((conn.id, rooms, from.as_ref())),
                     recovery.max_replay,
+                    self.inner.config.max_queued_bytes,
                     tokio::time::Instant::now(),
                 )
             }
-            None => h.replay(None, recovery.max_replay, tokio::time::Instant::now()),
+            None => h.replay(None, 0, 0, tokio::time::Instant::now()),
         };
         conn.send_own(crate::session::history::encode_recovery(&ns.name, &replay));
         drop(h);

@@ -167,10 +167,14 @@ impl History {
     /// What a membership starting now is told: with `from` (a resume), the events the session
     /// (`id`, in `rooms`) missed after that position, or why they cannot be given; without,
     /// just the current position.
+    ///
+    /// At most `max` events and `max_bytes` bytes of them are replayed; beyond, nothing is
+    /// (`TooMany`).
     pub(crate) fn replay(
         &mut self,
         resume: Option<Resuming<'_>>,
         max: usize,
+        max_bytes: usize,
         now: Instant,
     ) -> Replay {
         self.evict(now);
@@ -183,7 +187,9 @@ impl History {
         let Some((id, rooms, from)) = resume else {
             return replay;
         };
-        replay.outcome = self.missed(id, rooms, from, max).map(|e| replay.events = e);
+        replay.outcome = self
+            .missed(id, rooms, from, max, max_bytes)
+            .map(|e| replay.events = e);
         replay
     }
 
@@ -193,6 +199,7 @@ impl History {
         rooms: &[Arc<str>],
         from: Option<&Position>,
         max: usize,
+        max_bytes: usize,
     ) -> Result<Vec<Utf8Bytes>, Unrecovered> {
         let from = from.ok_or(Unrecovered::NoOffset)?;
         if *from.epoch != *self.epoch || from.offset > self.top {
@@ -206,11 +213,13 @@ impl History {
             return Err(Unrecovered::Trimmed);
         }
         let mut out = Vec::new();
+        let mut bytes = 0usize;
         // Entries are in offset order: skip to the first one after `from`.
         let start = self.entries.partition_point(|e| e.offset <= from.offset);
         for e in self.entries.range(start..) {
             if e.filter.as_ref().is_none_or(|f| f.admits(id, rooms)) {
-                if out.len() == max {
+                bytes += e.frame.len() + 1;
+                if out.len() == max || bytes > max_bytes {
                     return Err(Unrecovered::TooMany);
                 }
                 out.push(e.frame.clone());
@@ -329,16 +338,16 @@ mod tests {
             now,
         );
         let rooms = [lobby.clone()];
-        let r = h.replay(Some((id(7), &rooms, Some(&at(&h, 0)))), 100, now);
+        let r = h.replay(Some((id(7), &rooms, Some(&at(&h, 0)))), 100, usize::MAX, now);
         assert_eq!(r.outcome, Ok(()));
         assert_eq!(r.offset, 6);
         let data: Vec<&str> = r.events.iter().map(|e| &e[52..53]).collect();
         assert_eq!(data, ["a", "b", "e"], "{:?}", r.events);
         // From offset 2: only what came after.
-        let r = h.replay(Some((id(7), &rooms, Some(&at(&h, 2)))), 100, now);
+        let r = h.replay(Some((id(7), &rooms, Some(&at(&h, 2)))), 100, usize::MAX, now);
         assert_eq!(r.events.len(), 1);
         // Up to date: recovered, nothing to send.
-        let r = h.replay(Some((id(8), &[], Some(&at(&h, 6)))), 100, now);
+        let r = h.replay(Some((id(8), &[], Some(&at(&h, 6)))), 100, usize::MAX, now);
         assert_eq!((r.outcome, r.events.len()), (Ok(()), 0));
         // Another epoch, or a position from the future.
         let other = Position {
@@ -346,27 +355,27 @@ mod tests {
             offset: 1,
         };
         assert_eq!(
-            h.replay(Some((id(8), &[], Some(&other))), 100, now).outcome,
+            h.replay(Some((id(8), &[], Some(&other))), 100, usize::MAX, now).outcome,
             Err(Unrecovered::EpochChanged)
         );
         assert_eq!(
-            h.replay(Some((id(8), &[], Some(&at(&h, 7)))), 100, now)
+            h.replay(Some((id(8), &[], Some(&at(&h, 7)))), 100, usize::MAX, now)
                 .outcome,
             Err(Unrecovered::EpochChanged)
         );
         assert_eq!(
-            h.replay(Some((id(8), &[], None)), 100, now).outcome,
+            h.replay(Some((id(8), &[], None)), 100, usize::MAX, now).outcome,
             Err(Unrecovered::NoOffset)
         );
-        assert_eq!(h.replay(None, 100, now).outcome, Err(Unrecovered::New));
+        assert_eq!(h.replay(None, 100, usize::MAX, now).outcome, Err(Unrecovered::New));
         // More than max.
         assert_eq!(
-            h.replay(Some((id(9), &[], Some(&at(&h, 0)))), 2, now)
+            h.replay(Some((id(9), &[], Some(&at(&h, 0)))), 2, usize::MAX, now)
                 .outcome,
             Err(Unrecovered::TooMany)
         );
         assert_eq!(
-            h.replay(Some((id(9), &[], Some(&at(&h, 0)))), 3, now)
+            h.replay(Some((id(9), &[], Some(&at(&h, 0)))), 3, usize::MAX, now)
                 .events
                 .len(),
             3
@@ -382,12 +391,12 @@ mod tests {
         }
         // Kept: 3, 4, 5. From 1 (missed 2): trimmed; from 2: complete.
         assert_eq!(
-            h.replay(Some((id(1), &[], Some(&at(&h, 1)))), 100, now)
+            h.replay(Some((id(1), &[], Some(&at(&h, 1)))), 100, usize::MAX, now)
                 .outcome,
             Err(Unrecovered::Trimmed)
         );
         assert_eq!(
-            h.replay(Some((id(1), &[], Some(&at(&h, 2)))), 100, now)
+            h.replay(Some((id(1), &[], Some(&at(&h, 2)))), 100, usize::MAX, now)
                 .events
                 .len(),
             3
@@ -395,23 +404,23 @@ mod tests {
         // Everything ages out; a client that saw offset 5 lost nothing.
         let later = now + Duration::from_secs(11);
         assert_eq!(
-            h.replay(Some((id(1), &[], Some(&at(&h, 4)))), 100, later)
+            h.replay(Some((id(1), &[], Some(&at(&h, 4)))), 100, usize::MAX, later)
                 .outcome,
             Err(Unrecovered::Trimmed)
         );
-        let r = h.replay(Some((id(1), &[], Some(&at(&h, 5)))), 100, later);
+        let r = h.replay(Some((id(1), &[], Some(&at(&h, 5)))), 100, usize::MAX, later);
         assert_eq!((r.outcome, r.events.len(), r.offset), (Ok(()), 0, 5));
         // Size 0: offsets are assigned, nothing is kept.
         let mut none = History::new(0, Duration::from_secs(10));
         rec(&mut none, "x", EntryFilter::default(), now);
         rec(&mut none, "y", EntryFilter::default(), now);
         assert_eq!(
-            none.replay(Some((id(1), &[], Some(&at(&none, 1)))), 100, now)
+            none.replay(Some((id(1), &[], Some(&at(&none, 1)))), 100, usize::MAX, now)
                 .outcome,
             Err(Unrecovered::Trimmed)
         );
         assert_eq!(
-            none.replay(Some((id(1), &[], Some(&at(&none, 2)))), 100, now)
+            none.replay(Some((id(1), &[], Some(&at(&none, 2)))), 100, usize::MAX, now)
                 .outcome,
             Ok(())
         );
