@@ -26,6 +26,22 @@ fn is_hello_bytes(b: &[u8]) -> bool {
     b.starts_with(br#"{"type":"hello","#)
 }
 
+/// Read the `hello` frame a connection starts with (PROTOCOL.md §3.1) from a library client
+/// (for example one over a `tokio::io::duplex` pipe served by `Server::serve_connection`), and
+/// return it parsed. Panics if the next message is anything else (a WebSocket ping included: the
+/// hello is sent before anything else). No timeout (paused-time tests rely on that).
+pub async fn expect_hello<S>(ws: &mut WebSocketStream<S>) -> Value
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    match ws.next().await {
+        Some(Ok(Message::Text(t))) if is_hello(t.as_str()) => {
+            serde_json::from_str(&t).expect("the hello is JSON")
+        }
+        other => panic!("expected the hello frame first, got {other:?}"),
+    }
+}
+
 /// How long a test waits for an expected frame before failing (never used to synchronise).
 pub const WAIT: Duration = Duration::from_secs(5);
 
@@ -469,7 +485,8 @@ impl<S: tokio::io::AsyncRead + Unpin> RawWs<S> {
         }
     }
 
-    /// The next text frame as JSON, skipping pings. Panics on any other frame or at the end.
+    /// The next text frame as JSON, skipping pings and the `hello`. Panics on any other frame or
+    /// at the end.
     pub async fn next_json(&mut self) -> Value {
         loop {
             match self.read_frame().await {
@@ -478,6 +495,18 @@ impl<S: tokio::io::AsyncRead + Unpin> RawWs<S> {
                 Some(f) if f.opcode == opcode::TEXT => return f.json().expect("text frame"),
                 other => panic!("expected a text frame, got {other:?}"),
             }
+        }
+    }
+
+    /// The next frame, which must be the `hello` frame a connection starts with (PROTOCOL.md
+    /// §3.1), parsed. Panics on any other frame or at the end. Call it before reading frames
+    /// exactly, or before giving up this client's buffer (for example to split its stream).
+    pub async fn expect_hello(&mut self) -> Value {
+        match self.read_frame().await {
+            Some(f) if f.opcode == opcode::TEXT && is_hello_bytes(&f.payload) => {
+                f.json().expect("text frame")
+            }
+            other => panic!("expected the hello frame first, got {other:?}"),
         }
     }
 
@@ -620,7 +649,8 @@ impl Client {
     /// Send a WebSocket Ping frame and wait for its Pong. The server's reader answers it as soon
     /// as it reads it, even while a handler runs or requests wait (JSON `ping` messages, in
     /// contrast, are answered in arrival order, behind them), so this proves that the server has
-    /// read everything sent before. Panics if a data message or a close arrives first.
+    /// read everything sent before. Panics if a data message (other than the `hello`) or a close
+    /// arrives first.
     pub async fn sync_read(&mut self) {
         let payload = tokio_tungstenite::tungstenite::Bytes::from_static(b"wsu-tests-sync");
         self.ws
@@ -632,6 +662,7 @@ impl Client {
                 match self.ws.next().await {
                     Some(Ok(Message::Pong(p))) if p == payload => return,
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Ok(Message::Text(t))) if is_hello(t.as_str()) => continue,
                     other => panic!("expected the pong of a WebSocket ping, got {other:?}"),
                 }
             }

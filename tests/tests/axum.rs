@@ -207,8 +207,22 @@ async fn upgrade_response_is_a_plain_101_with_the_accept_key() {
     assert_eq!(response.header("upgrade"), Some("websocket"));
     assert_eq!(response.header("connection"), Some("Upgrade"));
     assert_eq!(response.header("sec-websocket-extensions"), None);
-    // The connection now speaks WebSocket: a masked ping message (RFC 6455 §5.7 masking) gets
-    // its unmasked pong.
+    // The connection now speaks WebSocket. First comes the server's `hello` (PROTOCOL.md §3.1):
+    // a final, unmasked text frame with a 16-bit length (it is over 125 bytes).
+    let mut head = [0u8; 4];
+    tokio::time::timeout(WAIT, http.tcp.read_exact(&mut head))
+        .await
+        .expect("timed out waiting for the hello")
+        .expect("hello frame head");
+    assert_eq!(head[..2], [0x81, 126]);
+    let mut hello = vec![0u8; usize::from(u16::from_be_bytes([head[2], head[3]]))];
+    tokio::time::timeout(WAIT, http.tcp.read_exact(&mut hello))
+        .await
+        .expect("timed out waiting for the hello")
+        .expect("hello payload");
+    let hello = String::from_utf8(hello).expect("UTF-8 hello");
+    assert!(wsu_tests::is_hello(&hello), "{hello}");
+    // Then a masked ping message (RFC 6455 §5.7 masking) gets its unmasked pong.
     let text = br#"{"type":"ping"}"#;
     let mask = [0x37, 0xfa, 0x21, 0x3d];
     let mut frame = vec![0x81, 0x80 | u8::try_from(text.len()).expect("short")];

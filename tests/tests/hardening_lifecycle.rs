@@ -16,7 +16,9 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{WebSocketStream, client_async};
 use wsu::{CloseCode, DisconnectReason, JoinError, Json, Server, Socket, SocketId};
-use wsu_tests::{Canary, Client, Closed, Gauges, TestServer, wait_for_gauges, within};
+use wsu_tests::{
+    Canary, Client, Closed, Gauges, TestServer, expect_hello, wait_for_gauges, within,
+};
 
 // ---- Case 24 -------------------------------------------------------------------------------------
 
@@ -198,15 +200,18 @@ async fn case24_broadcast_storm_while_200_clients_churn_leaves_no_member_behind(
 
 const SECOND: Duration = Duration::from_secs(1);
 
-/// A library client over a 64 KiB in-memory pipe, connected to `path`.
+/// A library client over a 64 KiB in-memory pipe, connected to `path`, past the `hello` frame
+/// the connection starts with (sent before the connect hooks run, so even by a connection they
+/// refuse).
 async fn connect(server: &Server, path: &str) -> WebSocketStream<DuplexStream> {
     let (client, server_end) = duplex(64 * 1024);
     let s = server.clone();
     tokio::spawn(async move { s.serve_connection(server_end, None).await });
-    let (ws, response) = client_async(format!("ws://localhost{path}"), client)
+    let (mut ws, response) = client_async(format!("ws://localhost{path}"), client)
         .await
         .expect("handshake");
     assert_eq!(response.status(), 101);
+    expect_hello(&mut ws).await;
     ws
 }
 

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{WebSocketStream, client_async};
 use wsu::{CloseCode, DisconnectReason, Json, Server, ServerBuilder, Socket};
-use wsu_tests::{RawFrame, RawWs, opcode, text_frame};
+use wsu_tests::{RawFrame, RawWs, expect_hello, opcode, text_frame};
 
 const SECOND: Duration = Duration::from_secs(1);
 
@@ -30,13 +30,16 @@ fn pipe(server: &Server, capacity: usize) -> (DuplexStream, tokio::task::JoinHan
 }
 
 /// A tokio-tungstenite client connected through a 64 KiB duplex pipe (no `Origin` header: the
-/// default policy admits it).
+/// default policy admits it), past the `hello` frame the connection starts with, so that the
+/// tests see the heartbeat frames exactly (reading it also takes it out of the library client's
+/// buffer before a test reads the raw stream under it).
 async fn connect(server: &Server) -> WebSocketStream<DuplexStream> {
     let (stream, _task) = pipe(server, 64 * 1024);
-    let (ws, response) = client_async("ws://localhost/ws", stream)
+    let (mut ws, response) = client_async("ws://localhost/ws", stream)
         .await
         .expect("handshake");
     assert_eq!(response.status(), 101);
+    expect_hello(&mut ws).await;
     ws
 }
 
@@ -114,7 +117,7 @@ async fn silent_client_is_closed_with_4000_after_the_read_timeout() {
             .read_timeout(9 * SECOND),
     );
     let start = Instant::now();
-    // Connected, then never polled: it answers no ping and sends nothing.
+    // Connected (the hello read), then never polled: it answers no ping and sends nothing.
     let mut ws = connect(&server).await;
     let reason = reasons.recv().await.expect("hook");
     assert_eq!(at(start), 9);

@@ -1,5 +1,5 @@
-//! The `hello` frame (PROTOCOL.md §3.1): first frame of a connection when enabled, absent by
-//! default.
+//! The `hello` frame (PROTOCOL.md §3.1): the first frame of every connection by default, absent
+//! with `ServerBuilder::hello(false)`.
 
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -52,15 +52,40 @@ async fn hello_comes_first_with_id_versions_and_limits() {
 }
 
 #[tokio::test]
-async fn no_hello_by_default() {
+async fn hello_is_on_by_default() {
+    assert!(wsu::Config::default().hello);
     let server = Server::builder()
         .collect_registered(false)
         .build()
         .expect("build");
-    let ts = TestServer::start(server).await;
+    let ts = TestServer::start(server.clone()).await;
+    let hello = first_text(&ts).await;
+    assert_eq!(hello["type"], "hello");
+    let sid = wsu::SocketId::parse(hello["data"]["sid"].as_str().expect("sid")).expect("an id");
+    assert_eq!(server.sockets(), vec![sid]);
+    assert_eq!(
+        hello["data"]["limits"],
+        json!({"maxMessageSize": 65536, "ackTimeoutMs": 5000, "pingIntervalMs": 15000,
+               "readTimeoutMs": 30000, "maxPendingAcks": 128, "maxPendingRequests": 64,
+               "rateLimit": null})
+    );
+    ts.stop().await;
+}
+
+/// For seed clients that fail on a message type they do not know.
+#[tokio::test]
+async fn hello_false_turns_it_off() {
+    let server = Server::builder()
+        .collect_registered(false)
+        .hello(false)
+        .build()
+        .expect("build");
+    let ts = TestServer::start(server.clone()).await;
     assert_eq!(
         first_text(&ts).await,
         json!({"type": "pong", "namespace": "/"})
     );
     ts.stop().await;
+    // Only the pong was sent.
+    assert_eq!(server.stats().messages_out, 1);
 }

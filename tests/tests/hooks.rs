@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc};
 use tokio_tungstenite::tungstenite::Message;
 use wsu::{CloseCode, DisconnectReason, HandlerError, Json, Server, Socket, SocketId};
-use wsu_tests::{Client, Closed, TestServer, WAIT, next};
+use wsu_tests::{Client, Closed, TestServer, WAIT, is_hello, next};
 
 type Reasons = mpsc::UnboundedReceiver<(SocketId, DisconnectReason)>;
 
@@ -123,11 +123,19 @@ async fn refusing_in_the_connect_hook_closes_with_4500_and_the_reason() {
 
     let mut c = server.client().await;
     c.emit_ack("echo", json!(1), "never").await;
-    // The very first frame is the close: the queued request is never handled.
-    let first = tokio::time::timeout(WAIT, c.ws.next())
+    // The very first frame is the hello (sent before the connect hooks run), the next one the
+    // close: the queued request is never handled.
+    match tokio::time::timeout(WAIT, c.ws.next())
+        .await
+        .expect("a frame in time")
+    {
+        Some(Ok(Message::Text(t))) => assert!(is_hello(t.as_str()), "{t}"),
+        other => panic!("expected the hello frame, got {other:?}"),
+    }
+    let second = tokio::time::timeout(WAIT, c.ws.next())
         .await
         .expect("a frame in time");
-    match first {
+    match second {
         Some(Ok(Message::Close(Some(frame)))) => {
             assert_eq!(u16::from(frame.code), 4500);
             assert_eq!(frame.reason.as_str(), "go away: bad token");

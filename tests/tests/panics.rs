@@ -11,7 +11,9 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
 use wsu::{Json, Server, ServerBuilder, Socket};
-use wsu_tests::{Client, Closed, Gauges, TestServer, wait_for_gauges, wait_until, within};
+use wsu_tests::{
+    Client, Closed, Gauges, TestServer, expect_hello, wait_for_gauges, wait_until, within,
+};
 
 /// A payload whose `Deserialize` impl panics on the string "explode".
 #[derive(Debug)]
@@ -278,6 +280,7 @@ async fn a_dropped_connection_task_is_cleaned_up_by_its_guard() {
         .await
         .expect("handshake");
     use futures_util::{SinkExt, StreamExt};
+    within(expect_hello(&mut ws)).await;
     let join = json!({"type": "event", "event": "join_room", "data": "r", "ackId": "1"});
     ws.send(join.to_string().into()).await.expect("send");
     let ack = within(ws.next()).await.expect("frame").expect("ok");
