@@ -414,3 +414,24 @@ fn recovery_needs_hello() {
         .expect_err("hello off");
     assert!(e.to_string().contains("recovery"), "{e}");
 }
+
+#[tokio::test]
+async fn beyond_max_detached_the_oldest_waiting_session_ends() {
+    let ts = start(Recovery::default().max_detached(1)).await;
+    let a = member(&ts, "/", "r").await;
+    let b = member(&ts, "/", "r").await;
+    let (ta, tb) = (a.token(), b.token());
+    drop(a);
+    wait_until(|| ts.server.stats().sessions_detached == 1).await;
+    drop(b);
+    wait_until(|| ts.server.stats().connections == 0).await;
+    assert_eq!(ts.server.stats().sessions_detached, 1);
+    let a = Session::resume_with(ts.addr, &ta, BTreeMap::new()).await;
+    assert_eq!(
+        a.hello["resume"]["reason"], "unknown session",
+        "the oldest was ended"
+    );
+    let b = Session::resume_with(ts.addr, &tb, BTreeMap::new()).await;
+    assert_eq!(b.hello["resume"]["accepted"], true);
+    ts.stop().await;
+}

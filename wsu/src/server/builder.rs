@@ -839,7 +839,7 @@ impl ServerBuilder {
         let sessions = self
             .config
             .recovery
-            .map(|r| crate::session::store::Sessions::new(r.session_ttl));
+            .map(|r| crate::session::store::Sessions::new(&r));
         let inner = Arc::new(Inner {
             sessions,
             config: self.config,

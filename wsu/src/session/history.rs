@@ -338,13 +338,23 @@ mod tests {
             now,
         );
         let rooms = [lobby.clone()];
-        let r = h.replay(Some((id(7), &rooms, Some(&at(&h, 0)))), 100, usize::MAX, now);
+        let r = h.replay(
+            Some((id(7), &rooms, Some(&at(&h, 0)))),
+            100,
+            usize::MAX,
+            now,
+        );
         assert_eq!(r.outcome, Ok(()));
         assert_eq!(r.offset, 6);
         let data: Vec<&str> = r.events.iter().map(|e| &e[52..53]).collect();
         assert_eq!(data, ["a", "b", "e"], "{:?}", r.events);
         // From offset 2: only what came after.
-        let r = h.replay(Some((id(7), &rooms, Some(&at(&h, 2)))), 100, usize::MAX, now);
+        let r = h.replay(
+            Some((id(7), &rooms, Some(&at(&h, 2)))),
+            100,
+            usize::MAX,
+            now,
+        );
         assert_eq!(r.events.len(), 1);
         // Up to date: recovered, nothing to send.
         let r = h.replay(Some((id(8), &[], Some(&at(&h, 6)))), 100, usize::MAX, now);
@@ -355,7 +365,8 @@ mod tests {
             offset: 1,
         };
         assert_eq!(
-            h.replay(Some((id(8), &[], Some(&other))), 100, usize::MAX, now).outcome,
+            h.replay(Some((id(8), &[], Some(&other))), 100, usize::MAX, now)
+                .outcome,
             Err(Unrecovered::EpochChanged)
         );
         assert_eq!(
@@ -364,10 +375,14 @@ mod tests {
             Err(Unrecovered::EpochChanged)
         );
         assert_eq!(
-            h.replay(Some((id(8), &[], None)), 100, usize::MAX, now).outcome,
+            h.replay(Some((id(8), &[], None)), 100, usize::MAX, now)
+                .outcome,
             Err(Unrecovered::NoOffset)
         );
-        assert_eq!(h.replay(None, 100, usize::MAX, now).outcome, Err(Unrecovered::New));
+        assert_eq!(
+            h.replay(None, 100, usize::MAX, now).outcome,
+            Err(Unrecovered::New)
+        );
         // More than max.
         assert_eq!(
             h.replay(Some((id(9), &[], Some(&at(&h, 0)))), 2, usize::MAX, now)
@@ -415,13 +430,23 @@ mod tests {
         rec(&mut none, "x", EntryFilter::default(), now);
         rec(&mut none, "y", EntryFilter::default(), now);
         assert_eq!(
-            none.replay(Some((id(1), &[], Some(&at(&none, 1)))), 100, usize::MAX, now)
-                .outcome,
+            none.replay(
+                Some((id(1), &[], Some(&at(&none, 1)))),
+                100,
+                usize::MAX,
+                now
+            )
+            .outcome,
             Err(Unrecovered::Trimmed)
         );
         assert_eq!(
-            none.replay(Some((id(1), &[], Some(&at(&none, 2)))), 100, usize::MAX, now)
-                .outcome,
+            none.replay(
+                Some((id(1), &[], Some(&at(&none, 2)))),
+                100,
+                usize::MAX,
+                now
+            )
+            .outcome,
             Ok(())
         );
     }

@@ -44,8 +44,13 @@ pub struct Recovery {
     /// How long a broadcast is kept. Default 5 min.
     pub history_ttl: Duration,
     /// Most events replayed to one namespace of a resumed session; beyond it the namespace
-    /// resumes with `recovered: false` (reason `too many`). Default 10,000.
+    /// resumes with `recovered: false` (reason `too many`); the replay is also held to the
+    /// outbound queue's byte bound ([`Config::max_queued_bytes`](crate::Config::max_queued_bytes)).
+    /// Default 10,000.
     pub max_replay: usize,
+    /// Most sessions kept waiting for their client at once; beyond, the oldest is ended (memory
+    /// stays bounded however many clients drop). Default 100,000.
+    pub max_detached: usize,
 }
 
 impl Default for Recovery {
@@ -55,6 +60,7 @@ impl Default for Recovery {
             history_size: 10_000,
             history_ttl: Duration::from_secs(300),
             max_replay: 10_000,
+            max_detached: 100_000,
         }
     }
 }
@@ -81,6 +87,12 @@ impl Recovery {
     /// Set [`max_replay`](Self::max_replay).
     pub fn max_replay(mut self, max: usize) -> Self {
         self.max_replay = max;
+        self
+    }
+
+    /// Set [`max_detached`](Self::max_detached).
+    pub fn max_detached(mut self, max: usize) -> Self {
+        self.max_detached = max;
         self
     }
 }

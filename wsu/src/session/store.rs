@@ -69,14 +69,18 @@ struct Entry {
 #[derive(Default)]
 struct Store {
     map: HashMap<SocketId, Entry>,
-    /// Detached sessions by expiry (the TTL is fixed, so this is in order).
+    /// Detached sessions by expiry (the TTL is fixed, so this is in order). Entries whose
+    /// session was resumed (or detached again later) are stale and skipped.
     expiry: VecDeque<(Instant, SocketId)>,
+    /// Sessions in the `Detached` state.
+    detached: usize,
 }
 
 impl Store {
-    fn sweep(&mut self, now: Instant) {
+    /// End detached sessions that expired by `now`, and the oldest beyond `max`.
+    fn sweep(&mut self, now: Instant, max: usize) {
         while let Some(&(at, id)) = self.expiry.front() {
-            if at > now {
+            if at > now && self.detached <= max {
                 break;
             }
             self.expiry.pop_front();
@@ -85,11 +89,21 @@ impl Store {
                 ..
             }) = self.map.get(&id)
             {
-                if *expires <= now {
+                if *expires == at {
                     self.map.remove(&id);
+                    self.detached -= 1;
                 }
             }
         }
+    }
+
+    /// Remove a session, keeping the count right.
+    fn remove(&mut self, id: SocketId) -> Option<Entry> {
+        let e = self.map.remove(&id)?;
+        if matches!(e.state, State::Detached { .. }) {
+            self.detached -= 1;
+        }
+        Some(e)
     }
 }
 
@@ -101,13 +115,15 @@ pub(crate) struct SessionCounts {
 
 pub(crate) struct Sessions {
     ttl: Duration,
+    max_detached: usize,
     store: Mutex<Store>,
 }
 
 impl Sessions {
-    pub(crate) fn new(ttl: Duration) -> Sessions {
+    pub(crate) fn new(recovery: &crate::Recovery) -> Sessions {
         Sessions {
-            ttl,
+            ttl: recovery.session_ttl,
+            max_detached: recovery.max_detached,
             store: Mutex::new(Store::default()),
         }
     }
@@ -118,7 +134,8 @@ impl Sessions {
     pub(crate) fn open(&self, conn: &Arc<ConnShared>) -> Option<String> {
         let secret = Secret::random()?;
         let mut store = lock(&self.store);
-        store.sweep(Instant::now());
+        store.sweep(Instant::now(), self.max_detached);
+        store.remove(conn.id);
         store.map.insert(
             conn.id,
             Entry {
@@ -136,12 +153,12 @@ impl Sessions {
         let (id, secret) = token::parse(token).ok_or(Refusal::InvalidToken)?;
         let now = Instant::now();
         let mut store = lock(&self.store);
-        store.sweep(now);
+        store.sweep(now, self.max_detached);
         let entry = store.map.get(&id).ok_or(Refusal::Unknown)?;
         if !entry.secret.matches(&secret) {
             return Err(Refusal::InvalidToken);
         }
-        let entry = store.map.remove(&id).ok_or(Refusal::Unknown)?;
+        let entry = store.remove(id).ok_or(Refusal::Unknown)?;
         match entry.state {
             State::Detached { saved, expires } if expires > now => {
                 Ok((id, Claimed::Detached(saved)))
@@ -159,7 +176,7 @@ impl Sessions {
     pub(crate) fn detach(&self, conn: &Arc<ConnShared>, saved: Option<Saved>) {
         let now = Instant::now();
         let mut store = lock(&self.store);
-        store.sweep(now);
+        store.sweep(now, self.max_detached);
         let ours = matches!(
             store.map.get(&conn.id),
             Some(Entry { state: State::Live(w), .. }) if std::ptr::eq(w.as_ptr(), Arc::as_ptr(conn))
@@ -173,23 +190,21 @@ impl Sessions {
                 if let Some(e) = store.map.get_mut(&conn.id) {
                     e.state = State::Detached { saved, expires };
                 }
+                store.detached += 1;
                 store.expiry.push_back((expires, conn.id));
+                store.sweep(now, self.max_detached);
             }
             None => {
-                store.map.remove(&conn.id);
+                store.remove(conn.id);
             }
         }
     }
 
     pub(crate) fn counts(&self) -> SessionCounts {
         let mut store = lock(&self.store);
-        store.sweep(Instant::now());
+        store.sweep(Instant::now(), self.max_detached);
         SessionCounts {
-            detached: store
-                .map
-                .values()
-                .filter(|e| matches!(e.state, State::Detached { .. }))
-                .count(),
+            detached: store.detached,
         }
     }
 }
