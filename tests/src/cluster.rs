@@ -115,11 +115,21 @@ pub struct Nodes {
 impl Nodes {
     /// Start `n` nodes on engines from `factory`, with topic prefix `prefix`.
     pub async fn start(factory: &EngineFactory, prefix: &str, n: usize) -> Nodes {
+        Self::start_with(factory, prefix, n, |b| b).await
+    }
+
+    /// [`start`](Self::start), with each node's builder changed by `configure` first.
+    pub async fn start_with(
+        factory: &EngineFactory,
+        prefix: &str,
+        n: usize,
+        configure: impl Fn(wsu::ServerBuilder) -> wsu::ServerBuilder,
+    ) -> Nodes {
         let mut nodes = Vec::new();
         let mut cut = Vec::new();
         for _ in 0..n {
             let (engine, flag) = Severable::new(factory().await);
-            let server = app()
+            let server = configure(app())
                 .engine(engine)
                 .cluster(test_config(prefix))
                 .build()
@@ -481,6 +491,7 @@ macro_rules! cluster_suite {
         $crate::cluster_suite!(@one $setup, remote_queries);
         $crate::cluster_suite!(@one $setup, broadcast_acks);
         $crate::cluster_suite!(@one $setup, node_gone);
+        $crate::cluster_suite!(@one $setup, recovery_per_node);
     };
     (@one $setup:path, $name:ident) => {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -492,6 +503,65 @@ macro_rules! cluster_suite {
             $crate::cluster::$name(factory, &prefix).await;
         }
     };
+}
+
+/// Recovery in a cluster, as it stands (PROTOCOL.md §13): each node numbers every broadcast it
+/// delivers, its own and other nodes', in its own history. A client that drops and resumes on
+/// the node it left gets everything it missed, sent from any node, once and in order; its token
+/// means nothing to another node (a fresh session there).
+pub async fn recovery_per_node(factory: EngineFactory, prefix: &str) {
+    use crate::resume::Session;
+    let nodes = Nodes::start_with(&factory, prefix, 2, |b| {
+        b.recovery(wsu::Recovery::default())
+    })
+    .await;
+    let (a_addr, b_addr) = (nodes.nodes[0].addr, nodes.nodes[1].addr);
+    let mut s = Session::connect(a_addr).await;
+    s.recovery().await;
+    s.client
+        .send(json!({"type": "join", "room": "r", "ackId": "j"}))
+        .await;
+    assert_eq!(s.next().await["type"], "ack");
+    // The room exists on node A once B knows about it: B's broadcasts are filtered on A.
+    for i in 0..5 {
+        nodes.server(1).to("r").emit("n", &i).expect("emit");
+    }
+    let seen = s.events(5).await;
+    let token = s.token();
+    let positions = s.positions.clone();
+    drop(s);
+    eventually("session detached", || {
+        nodes.server(0).stats().sessions_detached == 1
+    })
+    .await;
+    for i in 5..105 {
+        nodes.server(i % 2).to("r").emit("n", &i).expect("emit");
+    }
+    // Another node does not know the session.
+    let other = Session::resume_with(b_addr, &token, positions.clone()).await;
+    assert_eq!(other.hello["resume"]["reason"], "unknown session");
+    drop(other);
+    let mut back = Session::resume_with(a_addr, &token, positions).await;
+    assert_eq!(back.hello["resume"]["accepted"], true, "{}", back.hello);
+    let r = back.recovery().await;
+    assert_eq!(r["data"]["recovered"], true, "{r}");
+    let mut all = seen;
+    all.extend(r["data"]["events"].as_array().cloned().unwrap_or_default());
+    // B's last broadcasts may still be on their way to node A: they arrive live, after.
+    let rest = 105 - all.len();
+    all.extend(back.events(rest).await);
+    let mut got: Vec<i64> = all.iter().map(|e| e["data"].as_i64().expect("n")).collect();
+    // Broadcasts from the two nodes interleave in arrival order on node A; each one once.
+    assert_eq!(got.len(), 105, "{got:?}");
+    got.sort_unstable();
+    assert_eq!(got, (0..105).collect::<Vec<_>>());
+    let offsets: Vec<u64> = all
+        .iter()
+        .map(|e| e["offset"].as_u64().expect("offset"))
+        .collect();
+    assert!(offsets.windows(2).all(|w| w[0] < w[1]), "{offsets:?}");
+    drop(back);
+    nodes.stop().await;
 }
 
 /// The next event called `name` within `within`, skipping other messages; `None` on timeout.
