@@ -350,7 +350,7 @@ impl ConnShared {
         for m in &memberships {
             m.ns.remove(self, &m.rooms);
         }
-        let saved = Saved::of(&memberships);
+        let saved = self.session_state(&memberships);
         st.taken = memberships;
         saved
     }

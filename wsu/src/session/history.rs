@@ -100,7 +100,10 @@ pub(crate) struct History {
     /// The last offset assigned (0: none yet).
     top: u64,
     entries: VecDeque<Entry>,
+    /// Bytes of the frames in `entries`.
+    bytes: usize,
     size: usize,
+    max_bytes: usize,
     ttl: Duration,
 }
 
@@ -115,26 +118,27 @@ fn new_epoch() -> Arc<str> {
 }
 
 impl History {
-    pub(crate) fn new(size: usize, ttl: Duration) -> History {
+    pub(crate) fn new(size: usize, max_bytes: usize, ttl: Duration) -> History {
         History {
             epoch: new_epoch(),
             top: 0,
             entries: VecDeque::new(),
+            bytes: 0,
             size,
+            max_bytes,
             ttl,
         }
     }
 
     fn evict(&mut self, now: Instant) {
-        while self.entries.len() > self.size {
-            self.entries.pop_front();
-        }
-        while self
-            .entries
-            .front()
-            .is_some_and(|e| now.saturating_duration_since(e.at) > self.ttl)
-        {
-            self.entries.pop_front();
+        while self.entries.front().is_some_and(|e| {
+            self.entries.len() > self.size
+                || self.bytes > self.max_bytes
+                || now.saturating_duration_since(e.at) > self.ttl
+        }) {
+            if let Some(e) = self.entries.pop_front() {
+                self.bytes -= e.frame.len();
+            }
         }
     }
 
@@ -153,6 +157,7 @@ impl History {
         out.push_str("\"}");
         let frame = Utf8Bytes::from(out);
         if self.size > 0 {
+            self.bytes += frame.len();
             self.entries.push_back(Entry {
                 offset: self.top,
                 at: now,
@@ -282,7 +287,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn offsets_are_spliced_and_replayed_in_order_with_filters() {
         let now = Instant::now();
-        let mut h = History::new(100, Duration::from_secs(60));
+        let mut h = History::new(100, usize::MAX, Duration::from_secs(60));
         let f = rec(&mut h, "a", EntryFilter::default(), now);
         assert_eq!(
             f,
@@ -400,7 +405,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn trimmed_by_size_and_age_but_quiet_clients_keep_their_place() {
         let now = Instant::now();
-        let mut h = History::new(3, Duration::from_secs(10));
+        let mut h = History::new(3, usize::MAX, Duration::from_secs(10));
         for i in 0..5 {
             rec(&mut h, &i.to_string(), EntryFilter::default(), now);
         }
@@ -426,7 +431,7 @@ mod tests {
         let r = h.replay(Some((id(1), &[], Some(&at(&h, 5)))), 100, usize::MAX, later);
         assert_eq!((r.outcome, r.events.len(), r.offset), (Ok(()), 0, 5));
         // Size 0: offsets are assigned, nothing is kept.
-        let mut none = History::new(0, Duration::from_secs(10));
+        let mut none = History::new(0, usize::MAX, Duration::from_secs(10));
         rec(&mut none, "x", EntryFilter::default(), now);
         rec(&mut none, "y", EntryFilter::default(), now);
         assert_eq!(
@@ -448,6 +453,25 @@ mod tests {
             )
             .outcome,
             Ok(())
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_byte_bound_evicts_the_oldest() {
+        let now = Instant::now();
+        // Each recorded frame is 88 bytes: room for two.
+        let mut h = History::new(100, 200, Duration::from_secs(10));
+        for i in 0..3 {
+            rec(&mut h, &i.to_string(), EntryFilter::default(), now);
+        }
+        assert_eq!((h.entries.len(), h.bytes), (2, 2 * h.entries[0].frame.len()));
+        assert_eq!(
+            h.replay(Some((id(1), &[], Some(&at(&h, 0)))), 100, usize::MAX, now).outcome,
+            Err(Unrecovered::Trimmed)
+        );
+        assert_eq!(
+            h.replay(Some((id(1), &[], Some(&at(&h, 1)))), 100, usize::MAX, now).events.len(),
+            2
         );
     }
 

@@ -43,6 +43,8 @@ pub struct Recovery {
     pub history_size: usize,
     /// How long a broadcast is kept. Default 5 min.
     pub history_ttl: Duration,
+    /// Most bytes of broadcasts kept per namespace (the oldest go first). Default 16 MiB.
+    pub history_bytes: usize,
     /// Most events replayed to one namespace of a resumed session; beyond it the namespace
     /// resumes with `recovered: false` (reason `too many`); the replay is also held to the
     /// outbound queue's byte bound ([`Config::max_queued_bytes`](crate::Config::max_queued_bytes)).
@@ -59,6 +61,7 @@ impl Default for Recovery {
             session_ttl: Duration::from_secs(120),
             history_size: 10_000,
             history_ttl: Duration::from_secs(300),
+            history_bytes: 16 << 20,
             max_replay: 10_000,
             max_detached: 100_000,
         }
@@ -81,6 +84,12 @@ impl Recovery {
     /// Set [`history_ttl`](Self::history_ttl).
     pub fn history_ttl(mut self, ttl: Duration) -> Self {
         self.history_ttl = ttl;
+        self
+    }
+
+    /// Set [`history_bytes`](Self::history_bytes).
+    pub fn history_bytes(mut self, bytes: usize) -> Self {
+        self.history_bytes = bytes;
         self
     }
 
