@@ -13,10 +13,7 @@ use wsu_tests::proxy::Proxy;
 use wsu_tests::{TestServer, next, wait_until, within};
 
 fn server(recovery: wsu::Recovery) -> Server {
-    Server::builder()
-        .recovery(recovery)
-        .build()
-        .expect("build")
+    Server::builder().recovery(recovery).build().expect("build")
 }
 
 fn fast() -> Reconnect {
@@ -35,7 +32,10 @@ struct Probe {
     states: mpsc::UnboundedReceiver<StateEvent>,
 }
 
-async fn probe(url: &str, configure: impl FnOnce(wsu::client::ClientBuilder) -> wsu::client::ClientBuilder) -> Probe {
+async fn probe(
+    url: &str,
+    configure: impl FnOnce(wsu::client::ClientBuilder) -> wsu::client::ClientBuilder,
+) -> Probe {
     let (ntx, numbers) = mpsc::unbounded_channel();
     let (stx, states) = mpsc::unbounded_channel();
     let builder = Client::builder(url)
@@ -71,6 +71,15 @@ impl Probe {
         }
     }
 
+    /// The next `Recovery` event (other state events skipped).
+    async fn until_recovery(&mut self) -> Recovery {
+        loop {
+            if let StateEvent::Recovery(r) = next(&mut self.states).await {
+                return r;
+            }
+        }
+    }
+
     /// The `Recovery` events among `events`.
     fn recoveries(events: &[StateEvent]) -> Vec<Recovery> {
         events
@@ -86,7 +95,10 @@ impl Probe {
     async fn expect_numbers(&mut self, numbers: impl IntoIterator<Item = u64>) {
         for expected in numbers {
             let got = next(&mut self.numbers).await;
-            assert_eq!(got, expected, "the handler got {got} where {expected} was due");
+            assert_eq!(
+                got, expected,
+                "the handler got {got} where {expected} was due"
+            );
         }
     }
 }
@@ -102,7 +114,15 @@ async fn a_cut_mid_stream_is_resumed_and_every_broadcast_is_handled_once_in_orde
     let first = p.until_connected().await;
     let sid = p.client.session_id().expect("a session id from the hello");
     assert_eq!(
-        Probe::recoveries(&first).iter().map(|r| (r.namespace.as_str(), r.recovered, r.reason.as_deref(), r.resumed)).collect::<Vec<_>>(),
+        Probe::recoveries(&first)
+            .iter()
+            .map(|r| (
+                r.namespace.as_str(),
+                r.recovered,
+                r.reason.as_deref(),
+                r.resumed
+            ))
+            .collect::<Vec<_>>(),
         [("/", false, Some("new"), false)],
         "{first:?}"
     );
@@ -127,7 +147,10 @@ async fn a_cut_mid_stream_is_resumed_and_every_broadcast_is_handled_once_in_orde
 
     let events = p.until_connected().await;
     assert!(
-        matches!(events.first(), Some(StateEvent::Disconnected { code: None, .. })),
+        matches!(
+            events.first(),
+            Some(StateEvent::Disconnected { code: None, .. })
+        ),
         "a cut link ends without a close frame: {events:?}"
     );
     assert!(
@@ -135,14 +158,21 @@ async fn a_cut_mid_stream_is_resumed_and_every_broadcast_is_handled_once_in_orde
         "resumed: {events:?}"
     );
     assert!(
-        !events.iter().any(|e| matches!(e, StateEvent::ResumeRefused { .. })),
+        !events
+            .iter()
+            .any(|e| matches!(e, StateEvent::ResumeRefused { .. })),
         "{events:?}"
     );
     let recoveries = Probe::recoveries(&events);
     assert_eq!(recoveries.len(), 1, "{events:?}");
     let r = &recoveries[0];
     assert_eq!(
-        (r.namespace.as_str(), r.recovered, r.reason.as_deref(), r.resumed),
+        (
+            r.namespace.as_str(),
+            r.recovered,
+            r.reason.as_deref(),
+            r.resumed
+        ),
         ("/", true, None, true),
         "{r:?}"
     );
@@ -192,11 +222,18 @@ async fn a_half_open_link_is_resumed_by_taking_the_session_over() {
         matches!(events.first(), Some(StateEvent::Disconnected { code: None, reason }) if reason == "heartbeat timeout"),
         "{events:?}"
     );
-    assert!(events.contains(&StateEvent::Resumed { sid: sid.clone() }), "{events:?}");
+    assert!(
+        events.contains(&StateEvent::Resumed { sid: sid.clone() }),
+        "{events:?}"
+    );
     let recoveries = Probe::recoveries(&events);
     assert_eq!(recoveries.len(), 1, "{events:?}");
     assert_eq!(
-        (recoveries[0].recovered, recoveries[0].replayed, recoveries[0].resumed),
+        (
+            recoveries[0].recovered,
+            recoveries[0].replayed,
+            recoveries[0].resumed
+        ),
         (true, 40, true),
         "{recoveries:?}"
     );
@@ -244,12 +281,22 @@ async fn an_expired_session_is_refused_and_the_client_rejoins_its_rooms() {
         "{events:?}"
     );
     assert!(
-        !events.iter().any(|e| matches!(e, StateEvent::Resumed { .. })),
+        !events
+            .iter()
+            .any(|e| matches!(e, StateEvent::Resumed { .. })),
         "{events:?}"
     );
     let recoveries = Probe::recoveries(&events);
     assert_eq!(
-        recoveries.iter().map(|r| (r.namespace.as_str(), r.recovered, r.reason.as_deref(), r.resumed)).collect::<Vec<_>>(),
+        recoveries
+            .iter()
+            .map(|r| (
+                r.namespace.as_str(),
+                r.recovered,
+                r.reason.as_deref(),
+                r.resumed
+            ))
+            .collect::<Vec<_>>(),
         [("/", false, Some("new"), false)],
         "{events:?}"
     );
@@ -258,7 +305,11 @@ async fn an_expired_session_is_refused_and_the_client_rejoins_its_rooms() {
     assert!(!p.client.is_resumed());
     // The client joined `r` again itself, before reporting Connected.
     assert_eq!(
-        ts.server.room_members("/", "r").iter().map(ToString::to_string).collect::<Vec<_>>(),
+        ts.server
+            .room_members("/", "r")
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
         [new_sid]
     );
     ts.server.to("r").emit("n", &2u64).expect("emit");
@@ -291,12 +342,21 @@ async fn a_trimmed_history_resumes_without_events_but_with_the_rooms() {
     proxy.accept();
 
     let events = p.until_connected().await;
-    assert!(events.contains(&StateEvent::Resumed { sid: sid.clone() }), "{events:?}");
+    assert!(
+        events.contains(&StateEvent::Resumed { sid: sid.clone() }),
+        "{events:?}"
+    );
     let recoveries = Probe::recoveries(&events);
     assert_eq!(recoveries.len(), 1, "{events:?}");
     let r = &recoveries[0];
     assert_eq!(
-        (r.namespace.as_str(), r.recovered, r.reason.as_deref(), r.replayed, r.resumed),
+        (
+            r.namespace.as_str(),
+            r.recovered,
+            r.reason.as_deref(),
+            r.replayed,
+            r.resumed
+        ),
         ("/", false, Some("trimmed"), 0, true),
         "{r:?}"
     );
@@ -321,7 +381,10 @@ async fn an_over_size_emit_fails_locally_and_the_connection_stays_usable() {
         Server::builder()
             .recovery(wsu::Recovery::default())
             .max_message_size(limit)
-            .on("big", |_socket: Socket, s: String| async move { Json(s.len()) })
+            .on(
+                "big",
+                |_socket: Socket, s: String| async move { Json(s.len()) },
+            )
             .on("note", |socket: Socket, s: String| async move {
                 socket.emit("noted", &s.len())?;
                 Ok::<_, wsu::SendError>(())
@@ -356,11 +419,16 @@ async fn an_over_size_emit_fails_locally_and_the_connection_stays_usable() {
     let overhead = size - probe_len;
     let at_limit = limit - overhead;
     match p.client.emit("note", &"x".repeat(at_limit + 1)).await {
-        Err(ClientError::MessageTooBig { size, limit: l }) => assert_eq!((size, l), (limit + 1, limit)),
+        Err(ClientError::MessageTooBig { size, limit: l }) => {
+            assert_eq!((size, l), (limit + 1, limit))
+        }
         other => panic!("expected MessageTooBig, got {other:?}"),
     }
     // Exactly the limit: sent, and the server handles it.
-    p.client.emit("note", &"x".repeat(at_limit)).await.expect("emit at the limit");
+    p.client
+        .emit("note", &"x".repeat(at_limit))
+        .await
+        .expect("emit at the limit");
     assert_eq!(next(&mut noted).await, at_limit);
 
     // The same with an ack.
@@ -378,7 +446,9 @@ async fn an_over_size_emit_fails_locally_and_the_connection_stays_usable() {
         .expect("ack at the limit");
     assert_eq!(n, at_limit);
     assert!(matches!(
-        p.client.emit_with_ack::<_, usize>("big", &"y".repeat(at_limit + 1)).await,
+        p.client
+            .emit_with_ack::<_, usize>("big", &"y".repeat(at_limit + 1))
+            .await,
         Err(ClientAckError::Send(ClientError::MessageTooBig { .. }))
     ));
 
@@ -395,6 +465,249 @@ async fn an_over_size_emit_fails_locally_and_the_connection_stays_usable() {
             .is_err(),
         "no state event"
     );
+    p.client.close("bye").await;
+    ts.stop().await;
+}
+
+/// The same with an unpaced burst and a slow handler: when the link is cut, events wait in the
+/// handler queue, in the connection task (reading paused) and in the socket buffers. Those
+/// queued for the handlers are handled; the rest are replayed; none twice.
+#[tokio::test]
+async fn a_cut_with_a_full_handler_queue_loses_and_duplicates_nothing() {
+    let ts = TestServer::start(server(wsu::Recovery::default())).await;
+    let proxy = Proxy::start(ts.addr).await;
+    let (ntx, mut numbers) = mpsc::unbounded_channel();
+    let client = within(
+        Client::builder(proxy.url())
+            .on("n", move |n: u64| {
+                let ntx = ntx.clone();
+                async move {
+                    if n.is_multiple_of(50) {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    tokio::task::yield_now().await;
+                    let _ = ntx.send(n);
+                }
+            })
+            .reconnect(fast())
+            .connect(),
+    )
+    .await
+    .expect("connect");
+    within(client.join("r")).await.expect("join");
+    for i in 0..3000u64 {
+        ts.server.to("r").emit("n", &i).expect("emit");
+    }
+    for expected in 0..100 {
+        assert_eq!(next(&mut numbers).await, expected);
+    }
+    proxy.cut();
+    for expected in 100..3000 {
+        let got = next(&mut numbers).await;
+        assert_eq!(
+            got, expected,
+            "the handler got {got} where {expected} was due"
+        );
+    }
+    ts.server.to("r").emit("n", &5000u64).expect("emit");
+    assert_eq!(next(&mut numbers).await, 5000);
+    assert!(client.is_resumed());
+    client.close("bye").await;
+    ts.stop().await;
+}
+
+/// Rooms of another namespace come back with the session, with one `Recovery` per namespace;
+/// the events missed in each are replayed to that namespace's handlers. Two cuts in a row: the
+/// second resume uses the token of the first resumed connection (tokens are single use).
+#[tokio::test]
+async fn namespaces_are_resumed_twice_in_a_row_with_their_own_positions() {
+    let ts = TestServer::start(
+        Server::builder()
+            .recovery(wsu::Recovery::default())
+            .namespace("/chat", |ns| ns)
+            .build()
+            .expect("build"),
+    )
+    .await;
+    let proxy = Proxy::start(ts.addr).await;
+    let (ctx, mut chat) = mpsc::unbounded_channel();
+    let mut p = probe(&proxy.url(), |b| {
+        b.on_ns("/chat", "n", move |n: u64| {
+            let ctx = ctx.clone();
+            async move {
+                let _ = ctx.send(n);
+            }
+        })
+    })
+    .await;
+    p.until_connected().await;
+    let sid = p.client.session_id().expect("sid");
+    within(p.client.join("r")).await.expect("join r");
+    within(p.client.of("/chat").join("c"))
+        .await
+        .expect("join /chat c");
+    let r = p.until_recovery().await;
+    assert_eq!(
+        (r.namespace.as_str(), r.reason.as_deref()),
+        ("/chat", Some("new"))
+    );
+    for round in 0..2u64 {
+        let base = round * 100;
+        ts.server.to("r").emit("n", &base).expect("emit");
+        ts.server
+            .of("/chat")
+            .to("c")
+            .emit("n", &(base + 50))
+            .expect("emit");
+        p.expect_numbers([base]).await;
+        assert_eq!(next(&mut chat).await, base + 50);
+        proxy.refuse();
+        proxy.cut();
+        wait_until(|| ts.server.stats().sessions_detached == 1).await;
+        for i in 1..=5 {
+            ts.server.to("r").emit("n", &(base + i)).expect("emit");
+            ts.server
+                .of("/chat")
+                .to("c")
+                .emit("n", &(base + 50 + i))
+                .expect("emit");
+        }
+        proxy.accept();
+        let events = p.until_connected().await;
+        assert!(
+            events.contains(&StateEvent::Resumed { sid: sid.clone() }),
+            "round {round}: {events:?}"
+        );
+        let mut recoveries: Vec<_> = Probe::recoveries(&events)
+            .into_iter()
+            .map(|r| (r.namespace, r.recovered, r.replayed, r.resumed))
+            .collect();
+        recoveries.sort();
+        assert_eq!(
+            recoveries,
+            [
+                ("/".to_owned(), true, 5, true),
+                ("/chat".to_owned(), true, 5, true)
+            ],
+            "round {round}: {events:?}"
+        );
+        p.expect_numbers(base + 1..=base + 5).await;
+        for i in 1..=5 {
+            assert_eq!(next(&mut chat).await, base + 50 + i);
+        }
+    }
+    assert_eq!(p.client.session_id().as_deref(), Some(sid.as_str()));
+    ts.server
+        .of("/chat")
+        .to("c")
+        .emit("n", &999u64)
+        .expect("emit");
+    assert_eq!(next(&mut chat).await, 999);
+    let stats = ts.server.stats();
+    assert_eq!((stats.sessions_resumed, stats.sessions_refused), (2, 0));
+    p.client.close("bye").await;
+    ts.stop().await;
+}
+
+/// A join whose answer never came (sent into a dead link, or given up while buffered offline)
+/// leaves the room remembered: the server's resumed session does not have it, so the client
+/// must join it again even though the resume restored the rest.
+#[tokio::test]
+async fn a_join_lost_in_a_dead_link_is_sent_again_after_a_resume() {
+    let ts = TestServer::start(server(wsu::Recovery::default())).await;
+    let proxy = Proxy::start(ts.addr).await;
+    let mut p = probe(&proxy.url(), |b| b.ack_timeout(Duration::from_millis(200))).await;
+    p.until_connected().await;
+    within(p.client.join("r")).await.expect("join r");
+    // Lost in flight: the link is frozen, then cut.
+    proxy.freeze();
+    let client = p.client.clone();
+    let lost = tokio::spawn(async move { client.join("s").await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    proxy.refuse();
+    proxy.cut();
+    let lost = within(lost).await.expect("join task");
+    assert!(
+        matches!(
+            lost,
+            Err(ClientAckError::Disconnected | ClientAckError::Timeout)
+        ),
+        "{lost:?}"
+    );
+    // Given up while buffered offline.
+    wait_until(|| !p.client.is_connected()).await;
+    let buffered = within(p.client.join("t")).await;
+    assert!(
+        matches!(buffered, Err(ClientAckError::Timeout)),
+        "{buffered:?}"
+    );
+    assert_eq!(p.client.rooms(), ["r", "s", "t"]);
+    proxy.accept();
+    let events = p.until_connected().await;
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, StateEvent::Resumed { .. })),
+        "{events:?}"
+    );
+    let mut rooms = ts.server.rooms("/");
+    rooms.sort();
+    assert_eq!(
+        rooms,
+        ["r", "s", "t"],
+        "the server has every room the client remembers"
+    );
+    for (i, room) in ["r", "s", "t"].into_iter().enumerate() {
+        ts.server.to(room).emit("n", &(i as u64)).expect("emit");
+    }
+    p.expect_numbers([0, 1, 2]).await;
+    p.client.close("bye").await;
+    ts.stop().await;
+}
+
+/// A leave whose answer never came: the resumed session still has the room on the server, so
+/// the client must leave it again, or it keeps getting the room's broadcasts.
+#[tokio::test]
+async fn a_leave_lost_in_a_dead_link_is_sent_again_after_a_resume() {
+    let ts = TestServer::start(server(wsu::Recovery::default())).await;
+    let proxy = Proxy::start(ts.addr).await;
+    let mut p = probe(&proxy.url(), |b| b.ack_timeout(Duration::from_millis(200))).await;
+    p.until_connected().await;
+    for room in ["r", "s", "t"] {
+        within(p.client.join(room)).await.expect("join");
+    }
+    proxy.freeze();
+    let client = p.client.clone();
+    let lost = tokio::spawn(async move { client.leave("s").await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    proxy.refuse();
+    proxy.cut();
+    let lost = within(lost).await.expect("leave task");
+    assert!(lost.is_err(), "{lost:?}");
+    wait_until(|| !p.client.is_connected()).await;
+    let buffered = within(p.client.leave("t")).await;
+    assert!(
+        matches!(buffered, Err(ClientAckError::Timeout)),
+        "{buffered:?}"
+    );
+    assert_eq!(p.client.rooms(), ["r"]);
+    proxy.accept();
+    let events = p.until_connected().await;
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, StateEvent::Resumed { .. })),
+        "{events:?}"
+    );
+    assert_eq!(
+        ts.server.rooms("/"),
+        ["r"],
+        "the server left what the client left"
+    );
+    for (i, room) in ["s", "t", "r"].into_iter().enumerate() {
+        ts.server.to(room).emit("n", &(i as u64)).expect("emit");
+    }
+    p.expect_numbers([2]).await;
     p.client.close("bye").await;
     ts.stop().await;
 }
