@@ -469,25 +469,44 @@ async fn an_over_size_emit_fails_locally_and_the_connection_stays_usable() {
     ts.stop().await;
 }
 
-/// The same with an unpaced burst and a slow handler: when the link is cut, events wait in the
-/// handler queue, in the connection task (reading paused) and in the socket buffers. Those
-/// queued for the handlers are handled; the rest are replayed; none twice.
+/// The same while the handlers are stuck: events wait in the handler queue (full) and in the
+/// connection task (reading paused) when the link dies; the client notices through its pings
+/// and resumes while the handlers are still stuck. Those queued for the handlers are handled;
+/// those held back in the connection task are replayed; none twice, none lost.
 #[tokio::test]
-async fn a_cut_with_a_full_handler_queue_loses_and_duplicates_nothing() {
-    let ts = TestServer::start(server(wsu::Recovery::default())).await;
+async fn a_link_lost_while_the_handlers_are_stuck_loses_and_duplicates_nothing() {
+    // Room for the whole burst on the server: the client is not a slow consumer (see below).
+    let ts = TestServer::start(
+        Server::builder()
+            .recovery(wsu::Recovery::default())
+            .max_queued(10_000, 64 << 20)
+            .build()
+            .expect("build"),
+    )
+    .await;
     let proxy = Proxy::start(ts.addr).await;
     let (ntx, mut numbers) = mpsc::unbounded_channel();
+    let (state_tx, mut states) = mpsc::unbounded_channel();
+    let gate = std::sync::Arc::new(tokio::sync::Notify::new());
+    let (stuck_tx, mut stuck) = mpsc::unbounded_channel();
     let client = within(
         Client::builder(proxy.url())
-            .on("n", move |n: u64| {
-                let ntx = ntx.clone();
-                async move {
-                    if n.is_multiple_of(50) {
-                        tokio::time::sleep(Duration::from_millis(5)).await;
+            .on("n", {
+                let gate = gate.clone();
+                move |n: u64| {
+                    let (ntx, gate, stuck_tx) = (ntx.clone(), gate.clone(), stuck_tx.clone());
+                    async move {
+                        if n == 150 {
+                            let _ = stuck_tx.send(());
+                            gate.notified().await;
+                        }
+                        let _ = ntx.send(n);
                     }
-                    tokio::task::yield_now().await;
-                    let _ = ntx.send(n);
                 }
+            })
+            .heartbeat(Duration::from_millis(20), Duration::from_secs(5))
+            .on_state(move |e| {
+                let _ = state_tx.send(e.clone());
             })
             .reconnect(fast())
             .connect(),
@@ -498,21 +517,70 @@ async fn a_cut_with_a_full_handler_queue_loses_and_duplicates_nothing() {
     for i in 0..3000u64 {
         ts.server.to("r").emit("n", &i).expect("emit");
     }
-    for expected in 0..100 {
+    for expected in 0..150 {
         assert_eq!(next(&mut numbers).await, expected);
     }
+    next(&mut stuck).await;
+    // Let the handler queue fill and the connection task stall, then cut.
+    tokio::time::sleep(Duration::from_millis(100)).await;
     proxy.cut();
-    for expected in 100..3000 {
+    wait_until(|| !client.is_connected()).await;
+    // The reconnection happens while the handlers are still stuck.
+    wait_until(|| proxy.accepted() == 2).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    gate.notify_one();
+    for expected in 150..3000 {
         let got = next(&mut numbers).await;
-        assert_eq!(
-            got, expected,
-            "the handler got {got} where {expected} was due"
-        );
+        assert_eq!(got, expected, "the handler got {got} where {expected} was due");
     }
     ts.server.to("r").emit("n", &5000u64).expect("emit");
     assert_eq!(next(&mut numbers).await, 5000);
     assert!(client.is_resumed());
+    let mut seen = Vec::new();
+    while let Ok(e) = states.try_recv() {
+        seen.push(e);
+    }
+    let disconnects: Vec<_> = seen
+        .iter()
+        .filter(|e| matches!(e, StateEvent::Disconnected { .. }))
+        .collect();
+    assert!(
+        matches!(disconnects[..], [StateEvent::Disconnected { code: None, .. }]),
+        "one loss, noticed by a write: {seen:?}"
+    );
+    let recoveries = Probe::recoveries(&seen);
+    assert_eq!(recoveries.len(), 2, "{seen:?}");
+    assert!(recoveries[1].recovered && recoveries[1].replayed > 0, "{seen:?}");
     client.close("bye").await;
+    ts.stop().await;
+}
+
+/// A burst the client cannot take fast enough: the server closes it as a slow consumer (4001)
+/// and keeps its session; the client resumes and gets the whole burst replayed, in order.
+#[tokio::test]
+async fn a_slow_consumer_closed_with_4001_resumes_and_gets_the_burst_replayed() {
+    let ts = TestServer::start(server(wsu::Recovery::default())).await;
+    let mut p = probe(&ts.url(), |b| b).await;
+    p.until_connected().await;
+    let sid = p.client.session_id().expect("sid");
+    within(p.client.join("r")).await.expect("join");
+    // More than the default outbound queue (1,024 messages), queued at once.
+    for i in 0..3000u64 {
+        ts.server.to("r").emit("n", &i).expect("emit");
+    }
+    p.expect_numbers(0..3000).await;
+    let events = p.until_connected().await;
+    assert!(
+        matches!(events.first(), Some(StateEvent::Disconnected { code: Some(4001), .. })),
+        "{events:?}"
+    );
+    assert!(events.contains(&StateEvent::Resumed { sid: sid.clone() }), "{events:?}");
+    let recoveries = Probe::recoveries(&events);
+    assert_eq!(recoveries.len(), 1, "{events:?}");
+    assert!(recoveries[0].recovered && recoveries[0].replayed > 0, "{recoveries:?}");
+    ts.server.to("r").emit("n", &5000u64).expect("emit");
+    p.expect_numbers([5000]).await;
+    p.client.close("bye").await;
     ts.stop().await;
 }
 
