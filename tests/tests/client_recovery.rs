@@ -531,7 +531,10 @@ async fn a_link_lost_while_the_handlers_are_stuck_loses_and_duplicates_nothing()
     gate.notify_one();
     for expected in 150..3000 {
         let got = next(&mut numbers).await;
-        assert_eq!(got, expected, "the handler got {got} where {expected} was due");
+        assert_eq!(
+            got, expected,
+            "the handler got {got} where {expected} was due"
+        );
     }
     ts.server.to("r").emit("n", &5000u64).expect("emit");
     assert_eq!(next(&mut numbers).await, 5000);
@@ -545,12 +548,18 @@ async fn a_link_lost_while_the_handlers_are_stuck_loses_and_duplicates_nothing()
         .filter(|e| matches!(e, StateEvent::Disconnected { .. }))
         .collect();
     assert!(
-        matches!(disconnects[..], [StateEvent::Disconnected { code: None, .. }]),
+        matches!(
+            disconnects[..],
+            [StateEvent::Disconnected { code: None, .. }]
+        ),
         "one loss, noticed by a write: {seen:?}"
     );
     let recoveries = Probe::recoveries(&seen);
     assert_eq!(recoveries.len(), 2, "{seen:?}");
-    assert!(recoveries[1].recovered && recoveries[1].replayed > 0, "{seen:?}");
+    assert!(
+        recoveries[1].recovered && recoveries[1].replayed > 0,
+        "{seen:?}"
+    );
     client.close("bye").await;
     ts.stop().await;
 }
@@ -571,13 +580,25 @@ async fn a_slow_consumer_closed_with_4001_resumes_and_gets_the_burst_replayed() 
     p.expect_numbers(0..3000).await;
     let events = p.until_connected().await;
     assert!(
-        matches!(events.first(), Some(StateEvent::Disconnected { code: Some(4001), .. })),
+        matches!(
+            events.first(),
+            Some(StateEvent::Disconnected {
+                code: Some(4001),
+                ..
+            })
+        ),
         "{events:?}"
     );
-    assert!(events.contains(&StateEvent::Resumed { sid: sid.clone() }), "{events:?}");
+    assert!(
+        events.contains(&StateEvent::Resumed { sid: sid.clone() }),
+        "{events:?}"
+    );
     let recoveries = Probe::recoveries(&events);
     assert_eq!(recoveries.len(), 1, "{events:?}");
-    assert!(recoveries[0].recovered && recoveries[0].replayed > 0, "{recoveries:?}");
+    assert!(
+        recoveries[0].recovered && recoveries[0].replayed > 0,
+        "{recoveries:?}"
+    );
     ts.server.to("r").emit("n", &5000u64).expect("emit");
     p.expect_numbers([5000]).await;
     p.client.close("bye").await;

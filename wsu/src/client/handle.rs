@@ -294,10 +294,8 @@ impl Client {
                     ms.remove(m);
                 }
             }),
-            // Not sent at all (too big, invalid): nothing to settle.
-            Err(ClientAckError::Send(_)) => self.common().with_memberships(|ms| {
-                ms.settle(m, intent);
-            }),
+            // No answer (or not sent: the membership is remembered all the same, as for a
+            // rejoin after any reconnection).
             Err(_) => {}
         }
     }
