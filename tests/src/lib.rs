@@ -2,6 +2,7 @@
 //! WebSocket client that speaks the wire protocol by hand (as a seed client would).
 
 pub mod cluster;
+pub mod proxy;
 pub mod resume;
 pub mod services;
 

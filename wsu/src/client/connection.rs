@@ -18,7 +18,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use super::backoff::Backoff;
 use super::buffer::{Outbound, Waiter};
 use super::handlers::{Answer, IncomingEvent};
-use super::memberships::Membership;
+use super::memberships::{Intent, Membership};
 use super::pending::{Pending, PendingAck};
 use super::session::{self, Extension};
 use super::shared::{Common, guard};
@@ -418,19 +418,36 @@ impl Driver {
     /// resume a session (the server's `hello` decides), joins every remembered namespace, then
     /// every remembered room.
     async fn send_rejoins(&mut self, link: &mut Link) -> Result<(), Ended> {
-        let mut rejoins = vec![None];
+        let mut rejoins = vec![(None, Intent::Join)];
         if !link.rejoins_deferred {
             rejoins.extend(self.memberships_to_rejoin());
         }
         self.write_joins(link, rejoins).await
     }
 
-    fn memberships_to_rejoin(&self) -> Vec<Option<Membership>> {
+    /// Every membership, to join again on a fresh session.
+    fn memberships_to_rejoin(&self) -> Vec<(Option<Membership>, Intent)> {
         self.common
-            .with_memberships(|m| m.to_rejoin())
+            .with_memberships(|m| m.fresh_session())
             .into_iter()
-            .map(Some)
+            .map(|m| (Some(m), Intent::Join))
             .collect()
+    }
+
+    /// After a resume: the joins and leaves the server may not have applied before the old
+    /// connection ended (lost with it, or given up in the offline buffer), sent again so that
+    /// the restored session matches what the client remembers.
+    async fn send_unsettled(&mut self, link: &mut Link) -> Result<(), Ended> {
+        let unsettled: Vec<_> = self
+            .common
+            .with_memberships(|m| m.unsettled())
+            .into_iter()
+            .map(|(m, intent)| (Some(m), intent))
+            .collect();
+        if unsettled.is_empty() {
+            return Ok(());
+        }
+        self.write_joins(link, unsettled).await
     }
 
     /// The deferred rejoins of a resume request that the server did not accept.
@@ -443,25 +460,29 @@ impl Driver {
         self.write_joins(link, rejoins).await
     }
 
-    /// Writes joins (`None`: the acceptance probe), each waited for as a rejoin.
+    /// Writes joins (`None`: the acceptance probe) and leaves, each waited for before the
+    /// connection is reported ready.
     async fn write_joins(
         &mut self,
         link: &mut Link,
-        rejoins: Vec<Option<Membership>>,
+        rejoins: Vec<(Option<Membership>, Intent)>,
     ) -> Result<(), Ended> {
-        for membership in rejoins {
+        for (membership, intent) in rejoins {
             let id = self.common.next_ack_id();
+            let kind = match intent {
+                Intent::Join => MessageType::Join,
+                Intent::Leave => MessageType::Leave,
+            };
             let frame = match &membership {
                 None => frames::membership(MessageType::Join, "/", None, &id),
-                Some(Membership::Namespace(ns)) => {
-                    frames::membership(MessageType::Join, ns, None, &id)
-                }
-                Some(Membership::Room(ns, room)) => {
-                    frames::membership(MessageType::Join, ns, Some(room), &id)
-                }
+                Some(Membership::Namespace(ns)) => frames::membership(kind, ns, None, &id),
+                Some(Membership::Room(ns, room)) => frames::membership(kind, ns, Some(room), &id),
             };
-            self.pending
-                .insert(id.into(), PendingAck::Rejoin(membership));
+            let waiter = match (membership, intent) {
+                (Some(m), Intent::Leave) => PendingAck::Releave(m),
+                (membership, _) => PendingAck::Rejoin(membership),
+            };
+            self.pending.insert(id.into(), waiter);
             link.rejoin_left += 1;
             link.feed(Message::Text(frame)).await?;
         }
@@ -532,13 +553,24 @@ impl Driver {
                     Some(PendingAck::Request(tx)) => {
                         let _ = tx.send(Ok(msg.data.map(ToOwned::to_owned)));
                     }
-                    Some(PendingAck::Rejoin(probe)) => {
+                    Some(PendingAck::Rejoin(membership)) => {
                         link.rejoin_left -= 1;
-                        // A probe answered without a `hello` first: a server without the
-                        // extensions, which resumes nothing.
-                        if probe.is_none() && link.rejoins_deferred {
-                            self.send_deferred_rejoins(link).await?;
+                        match membership {
+                            Some(m) => self
+                                .common
+                                .with_memberships(|ms| ms.settle(&m, Intent::Join)),
+                            // A probe answered without a `hello` first: a server without the
+                            // extensions, which resumes nothing.
+                            None if link.rejoins_deferred => {
+                                self.send_deferred_rejoins(link).await?;
+                            }
+                            None => {}
                         }
+                    }
+                    Some(PendingAck::Releave(m)) => {
+                        link.rejoin_left -= 1;
+                        self.common
+                            .with_memberships(|ms| ms.settle(&m, Intent::Leave));
                     }
                     None => {}
                 }
@@ -549,6 +581,13 @@ impl Driver {
                 match msg.ack_id.as_deref().and_then(|id| self.pending.take(id)) {
                     Some(PendingAck::Request(tx)) => {
                         let _ = tx.send(Err(ClientAckError::Server { message, data }));
+                    }
+                    Some(PendingAck::Releave(m)) => {
+                        // Not in it (any more): that is what was asked.
+                        link.rejoin_left -= 1;
+                        tracing::debug!(membership = ?m, %message, "leaving again after a resume failed");
+                        self.common
+                            .with_memberships(|ms| ms.settle(&m, Intent::Leave));
                     }
                     Some(PendingAck::Rejoin(membership)) => {
                         link.rejoin_left -= 1;
@@ -652,10 +691,10 @@ impl Driver {
             return Ok(());
         }
         if accepted {
-            // The server restored the namespaces and rooms.
+            // The server restored the namespaces and rooms, as far as it knew them.
             link.rejoins_deferred = false;
             self.common.report(StateEvent::Resumed { sid });
-            return Ok(());
+            return self.send_unsettled(link).await;
         }
         let reason = hello
             .resume
@@ -760,7 +799,10 @@ impl Driver {
             });
             return;
         };
-        self.common.with_memberships(|m| m.remove(&membership));
+        self.common.with_memberships(|m| {
+            m.remove(&membership);
+            m.settle(&membership, Intent::Join);
+        });
         let (namespace, room) = match membership {
             Membership::Namespace(ns) => (ns.into(), None),
             Membership::Room(ns, room) => (ns.into(), Some(room.into())),

@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::buffer::{AckResult, Outbound, Outbox, Waiter};
+use super::memberships::{Intent, Membership};
 use super::shared::Common;
 use super::{
     ClientAckError, ClientBuilder, ClientError, ConnectionState, PresenceState, StateEvent,
@@ -249,15 +250,15 @@ impl Client {
     pub async fn join(&self, room: &str) -> Result<(), ClientAckError> {
         frames::check_namespace(&self.namespace)?;
         frames::check_room(room)?;
-        self.common()
-            .with_memberships(|m| m.add_room(&self.namespace, room));
+        let m = Membership::Room(self.namespace.as_ref().into(), room.into());
+        self.common().with_memberships(|ms| {
+            ms.add_room(&self.namespace, room);
+            ms.unsettle(m.clone(), Intent::Join);
+        });
         let result = self
             .membership(MessageType::Join, &self.namespace, Some(room))
             .await;
-        if let Err(ClientAckError::Server { .. }) = &result {
-            self.common()
-                .with_memberships(|m| m.remove_room(&self.namespace, room));
-        }
+        self.settled(&m, Intent::Join, &result);
         result
     }
 
@@ -266,12 +267,37 @@ impl Client {
     pub async fn leave(&self, room: &str) -> Result<(), ClientAckError> {
         frames::check_namespace(&self.namespace)?;
         frames::check_room(room)?;
-        self.common()
-            .with_memberships(|m| m.remove_room(&self.namespace, room));
+        let m = Membership::Room(self.namespace.as_ref().into(), room.into());
+        self.common().with_memberships(|ms| {
+            ms.remove_room(&self.namespace, room);
+            ms.unsettle(m.clone(), Intent::Leave);
+        });
         self.common()
             .with_presence(|p| p.forget_room(&self.namespace, room));
-        self.membership(MessageType::Leave, &self.namespace, Some(room))
-            .await
+        let result = self
+            .membership(MessageType::Leave, &self.namespace, Some(room))
+            .await;
+        self.settled(&m, Intent::Leave, &result);
+        result
+    }
+
+    /// The server answered a join or leave: the request is settled (see
+    /// [`Memberships::unsettle`](super::memberships::Memberships::unsettle)); a refused join is
+    /// forgotten. Without an answer (timeout, disconnected) it stays unsettled: a resumed
+    /// session gets it again.
+    fn settled(&self, m: &Membership, intent: Intent, result: &Result<(), ClientAckError>) {
+        match result {
+            Ok(()) => self.common().with_memberships(|ms| ms.settle(m, intent)),
+            Err(ClientAckError::Server { .. }) => self.common().with_memberships(|ms| {
+                ms.settle(m, intent);
+                if intent == Intent::Join {
+                    ms.remove(m);
+                }
+            }),
+            // No answer (or not sent: the membership is remembered all the same, as for a
+            // rejoin after any reconnection).
+            Err(_) => {}
+        }
     }
 
     /// Join a namespace, and wait for the server's answer (its `on_connect` hook may refuse:
@@ -279,12 +305,16 @@ impl Client {
     /// after every reconnection, like [`join`](Client::join).
     pub async fn join_namespace(&self, namespace: &str) -> Result<(), ClientAckError> {
         frames::check_namespace(namespace)?;
-        self.common()
-            .with_memberships(|m| m.add_namespace(namespace));
+        let m = Membership::Namespace(namespace.into());
+        self.common().with_memberships(|ms| {
+            ms.add_namespace(namespace);
+            if namespace != "/" {
+                ms.unsettle(m.clone(), Intent::Join);
+            }
+        });
         let result = self.membership(MessageType::Join, namespace, None).await;
-        if let Err(ClientAckError::Server { .. }) = &result {
-            self.common()
-                .with_memberships(|m| m.remove_namespace(namespace));
+        if namespace != "/" {
+            self.settled(&m, Intent::Join, &result);
         }
         result
     }
@@ -293,15 +323,25 @@ impl Client {
     /// at once. (Every new connection starts in `/`, so `/` is back after a reconnection.)
     pub async fn leave_namespace(&self, namespace: &str) -> Result<(), ClientAckError> {
         frames::check_namespace(namespace)?;
-        self.common()
-            .with_memberships(|m| m.remove_namespace(namespace));
+        let m = Membership::Namespace(namespace.into());
+        self.common().with_memberships(|ms| {
+            ms.remove_namespace(namespace);
+            // `/` is back on every connection, resumed or not.
+            if namespace != "/" {
+                ms.unsettle(m.clone(), Intent::Leave);
+            }
+        });
         self.common()
             .with_presence(|p| p.forget_namespace(namespace));
         if namespace != "/" {
             self.common()
                 .with_session(|s| s.positions.remove(namespace));
         }
-        self.membership(MessageType::Leave, namespace, None).await
+        let result = self.membership(MessageType::Leave, namespace, None).await;
+        if namespace != "/" {
+            self.settled(&m, Intent::Leave, &result);
+        }
+        result
     }
 
     /// The rooms of this handle's namespace that the client remembers having joined.

@@ -129,7 +129,10 @@
 //! On reconnecting, a client holding a token asks to resume its session (the URL gets
 //! `wsu_resume` and `wsu_offsets`, the latest token and positions). If the server accepts
 //! ([`StateEvent::Resumed`]), the session id is unchanged and the server restored its namespaces
-//! and rooms: the client does not join them again. If it refuses
+//! and rooms: the client does not join them again, except the joins and leaves the server may
+//! not have applied (their answer never came: lost with the old connection, or given up while
+//! in the offline buffer), which it sends again before reporting
+//! [`StateEvent::Connected`]. If it refuses
 //! ([`StateEvent::ResumeRefused`] with the reason), the connection is a fresh session and the
 //! client rejoins as usual. Either way the server then replays, per namespace, the broadcasts
 //! the client missed: the handlers get them in order, before any later event, and a

@@ -18,6 +18,9 @@ pub(crate) enum PendingAck {
     /// The connection task itself, re-joining a membership after connecting (`None`: the
     /// request that proves the server accepted the connection).
     Rejoin(Option<Membership>),
+    /// The connection task, leaving again, after a resume, a membership whose leave the server
+    /// may not have applied.
+    Releave(Membership),
 }
 
 /// The waiters of one connection. All of them fail with
@@ -44,7 +47,7 @@ impl Pending {
             // Callers that timed out dropped their receivers: forget them.
             self.acks.retain(|_, w| match w {
                 PendingAck::Request(tx) => !tx.is_closed(),
-                PendingAck::Rejoin(_) => true,
+                PendingAck::Rejoin(_) | PendingAck::Releave(_) => true,
             });
             self.prune_at = PRUNE_MIN.max(self.acks.len() * 2);
         }

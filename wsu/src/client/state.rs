@@ -66,7 +66,8 @@ pub enum StateEvent {
     GaveUp,
     /// The server resumed the previous session on this new connection (session recovery, a
     /// server with `ServerBuilder::recovery`): the session id is unchanged and the server restored
-    /// its namespaces and rooms, so the client does not join them again. Reported when the
+    /// its namespaces and rooms, so the client does not join them again (only the joins and leaves
+    /// whose answer never came are sent again). Reported when the
     /// server's `hello` arrives, before [`Connected`](StateEvent::Connected); the missed events
     /// follow, one [`Recovery`](StateEvent::Recovery) per namespace.
     Resumed {
