@@ -75,6 +75,8 @@ struct Conn<S> {
     dirty: bool,
     /// Data frames fed since the last flush (the `messages_out` counter).
     written: u64,
+    /// A resumed session whose client has not sent anything yet (see `Sessions::confirm`).
+    unconfirmed: bool,
 }
 
 /// Run one upgraded connection to its end, including its disconnect hooks. `slot` is the
@@ -100,16 +102,17 @@ where
         .sessions
         .as_ref()
         .and_then(|_| crate::session::resume::parse_query(request.uri.query()));
-    let (id, outcome, restore) = match resume {
+    let (id, outcome, restore, prev) = match resume {
         Some(q) => match server.claim_session(&q.token) {
-            Ok((id, saved)) => (
+            Ok((id, saved, presented)) => (
                 id,
                 Some(Ok(())),
                 Some(crate::session::resume::Restore::new(saved, q.offsets)),
+                Some(presented),
             ),
-            Err(refusal) => (server.next_id(), Some(Err(refusal.as_str())), None),
+            Err(refusal) => (server.next_id(), Some(Err(refusal.as_str())), None, None),
         },
-        None => (server.next_id(), None, None),
+        None => (server.next_id(), None, None, None),
     };
     let conn = ConnShared::new(id, cfg, request, remote_addr);
     if let Some(restore) = restore {
@@ -117,7 +120,11 @@ where
     }
     let cleanup = Cleanup::new(server.clone(), conn.clone(), slot);
     if cfg.hello && !cfg.echo_mode {
-        let token = server.inner.sessions.as_ref().and_then(|s| s.open(&conn));
+        let token = server
+            .inner
+            .sessions
+            .as_ref()
+            .and_then(|s| s.open(&conn, prev));
         conn.send_own(crate::protocol::hello::encode(id, cfg, token.as_deref(), outcome).into());
     }
     // A connection admitted while `shutdown` was listing connections is closed here instead.
@@ -137,7 +144,9 @@ where
         machine,
         dirty: false,
         written: 0,
+        unconfirmed: false,
     };
+    task.unconfirmed = task.conn.is_resumed();
     let run = async move {
         tracing::debug!("connected");
         let exit = task.run().await;
@@ -271,6 +280,12 @@ where
         };
         let now = Instant::now();
         self.machine.on_activity(now);
+        if self.unconfirmed {
+            self.unconfirmed = false;
+            if let Some(sessions) = &self.server.inner.sessions {
+                sessions.confirm(&self.conn);
+            }
+        }
         if self.server.inner.config.echo_mode
             && matches!(msg, Message::Text(_) | Message::Binary(_))
         {

@@ -576,14 +576,21 @@ impl Server {
     pub(crate) fn claim_session(
         &self,
         token: &str,
-    ) -> Result<(SocketId, crate::session::store::Saved), crate::session::store::Refusal> {
+    ) -> Result<
+        (
+            SocketId,
+            crate::session::store::Saved,
+            crate::session::token::Secret,
+        ),
+        crate::session::store::Refusal,
+    > {
         use crate::session::store::Claimed;
         let sessions = self
             .inner
             .sessions
             .as_ref()
             .ok_or(crate::session::store::Refusal::Unknown)?;
-        let (id, claimed) = sessions.claim(token).inspect_err(|_| {
+        let (id, claimed, presented) = sessions.claim(token).inspect_err(|_| {
             crate::stats::Counters::inc(&self.inner.counters.sessions_refused);
         })?;
         let saved = match claimed {
@@ -599,7 +606,7 @@ impl Server {
             }
         };
         crate::stats::Counters::inc(&self.inner.counters.sessions_resumed);
-        Ok((id, saved))
+        Ok((id, saved, presented))
     }
 
     pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {

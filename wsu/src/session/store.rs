@@ -63,6 +63,10 @@ enum State {
 
 struct Entry {
     secret: Secret,
+    /// The token a resumed transport was opened with, still good until the client shows it got
+    /// the new one (its first frame on the new transport): a client that lost the connection
+    /// before it read the new `hello` can still resume.
+    prev: Option<Secret>,
     state: State,
 }
 
@@ -131,7 +135,7 @@ impl Sessions {
     /// Attach a session to a new transport (a fresh one, or one just claimed): a new secret,
     /// so every token is good for one resume. Returns the token, or `None` if the operating
     /// system gave no randomness (the connection then works, without resume).
-    pub(crate) fn open(&self, conn: &Arc<ConnShared>) -> Option<String> {
+    pub(crate) fn open(&self, conn: &Arc<ConnShared>, prev: Option<Secret>) -> Option<String> {
         let secret = Secret::random()?;
         let mut store = lock(&self.store);
         store.sweep(Instant::now(), self.max_detached);
@@ -140,6 +144,7 @@ impl Sessions {
             conn.id,
             Entry {
                 secret,
+                prev,
                 state: State::Live(Arc::downgrade(conn)),
             },
         );
@@ -149,25 +154,42 @@ impl Sessions {
     /// Take the session a token names, if the token is right: it is removed (a token works
     /// once; the new transport gets a new one from [`open`](Self::open)). A wrong secret for an
     /// existing session leaves that session alone.
-    pub(crate) fn claim(&self, token: &str) -> Result<(SocketId, Claimed), Refusal> {
+    ///
+    /// Returns the session's id, what it had, and the secret presented (the new transport's
+    /// `prev`).
+    pub(crate) fn claim(&self, token: &str) -> Result<(SocketId, Claimed, Secret), Refusal> {
         let (id, secret) = token::parse(token).ok_or(Refusal::InvalidToken)?;
         let now = Instant::now();
         let mut store = lock(&self.store);
         store.sweep(now, self.max_detached);
         let entry = store.map.get(&id).ok_or(Refusal::Unknown)?;
-        if !entry.secret.matches(&secret) {
+        // Both compared, always: the time taken says nothing about which one matched.
+        let current = entry.secret.matches(&secret);
+        let previous = entry.prev.as_ref().is_some_and(|p| p.matches(&secret));
+        if !(current | previous) {
             return Err(Refusal::InvalidToken);
         }
         let entry = store.remove(id).ok_or(Refusal::Unknown)?;
         match entry.state {
             State::Detached { saved, expires } if expires > now => {
-                Ok((id, Claimed::Detached(saved)))
+                Ok((id, Claimed::Detached(saved), secret))
             }
             State::Detached { .. } => Err(Refusal::Unknown),
             State::Live(weak) => match weak.upgrade() {
-                Some(conn) if !conn.is_closed() => Ok((id, Claimed::Live(conn))),
+                Some(conn) if !conn.is_closed() => Ok((id, Claimed::Live(conn), secret)),
                 _ => Err(Refusal::Unknown),
             },
+        }
+    }
+
+    /// The client of this transport sent its first frame: it has the new token, the one it
+    /// resumed with is no longer good.
+    pub(crate) fn confirm(&self, conn: &Arc<ConnShared>) {
+        let mut store = lock(&self.store);
+        if let Some(e) = store.map.get_mut(&conn.id) {
+            if matches!(&e.state, State::Live(w) if std::ptr::eq(w.as_ptr(), Arc::as_ptr(conn))) {
+                e.prev = None;
+            }
         }
     }
 
