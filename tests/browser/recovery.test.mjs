@@ -80,8 +80,9 @@ async function killServer(child) {
  * reaches either side); while `down`, new connections are destroyed as soon as they are
  * accepted (the browser sees 1006 and keeps retrying) and nothing reaches the server.
  * `cutClientSide()` destroys only the browser's side and leaves the server's socket open and
- * silent (a half-open link, from the server's point of view). `upstreamBytes` counts what the
- * browser sent.
+ * silent (a half-open link, from the server's point of view). `blackhole()` keeps both
+ * sockets open but forwards nothing more (a link that died silently: neither side is told).
+ * `upstreamBytes` counts what the browser sent.
  */
 async function startProxy(target) {
   const links = new Set();
@@ -103,6 +104,15 @@ async function startProxy(target) {
         l.upstream.unpipe(l.client);
         l.upstream.pause(); // nothing read, nothing answered: the server sees a silent peer
         l.client.destroy();
+        l.halfOpen = true;
+      }
+    },
+    blackhole() {
+      for (const l of links) {
+        l.client.unpipe(l.upstream);
+        l.upstream.unpipe(l.client);
+        l.client.pause();
+        l.upstream.pause(); // both sockets stay open; nothing goes through either way
         l.halfOpen = true;
       }
     },
@@ -177,6 +187,8 @@ async function makeClient(page, name, options = {}) {
 }
 
 const T = { timeout: 30_000 };
+/** A's client-side heartbeat: a JSON ping after 300 ms of silence; lost after 1 s without a frame. */
+const HEARTBEAT = { interval: 300, timeout: 1000 };
 const FAST = { initialDelay: 50, maxDelay: 200, factor: 2, jitter: 0.5 };
 const range = (from, to) => Array.from({ length: to - from }, (_, i) => from + i);
 
@@ -242,7 +254,7 @@ function broadcast(room, values, namespace = '/') {
 const connections = () => pageA.evaluate(() => window.aRec.states.filter((s) => s.state === 'connected').length);
 
 test('A (through the proxy) and B connect; the hello carries a token; A joins rooms in "/" and "/chat"', T, async () => {
-  await makeClient(pageA, 'a', { reconnect: FAST, ackTimeout: 3000 });
+  await makeClient(pageA, 'a', { reconnect: FAST, ackTimeout: 3000, heartbeat: HEARTBEAT });
   await makeClient(pageB, 'b', { reconnect: FAST, ackTimeout: 3000 });
   await until(pageA, () => window.a.state === 'connected');
   await until(pageB, () => window.b.state === 'connected');
@@ -351,6 +363,34 @@ test('half-open link: the resume closes the old transport (4003) on the server; 
   proxy.destroyAll(); // the stale server-side socket too (and A's live link: it resumes again)
   await until(pageA, (count) => window.aRec.states.filter((s) => s.state === 'connected').length === count + 2, count);
   assert.equal(await pageA.evaluate(() => window.a.recovered), true);
+});
+
+test('silently dead link: the client heartbeat notices, reconnects and resumes; nothing lost or doubled', T, async () => {
+  const before = await pageA.evaluate(() => ({ sid: window.a.sessionId, n: window.aRec.news.length }));
+  const count = await connections();
+  proxy.blackhole();
+  // Sent into the dead link (the server's socket still accepts writes): handled only by the replay.
+  await broadcast('r', ['bh-0', 'bh-1', 'bh-2']);
+  const started = Date.now();
+  await until(pageA, () => window.aRec.states.at(-1).state !== 'connected');
+  const elapsed = Date.now() - started;
+  await until(pageA, (count) => window.aRec.states.filter((s) => s.state === 'connected').length === count + 1, count);
+  const a = await pageA.evaluate((n) => ({
+    sid: window.a.sessionId,
+    recovered: window.a.recovered,
+    dropped: window.aRec.states.filter((s) => s.state === 'disconnected').at(-1),
+    news: window.aRec.news.slice(n),
+  }), before.n);
+  assert.ok(elapsed < 3 * HEARTBEAT.timeout, `noticed after ${elapsed} ms`);
+  assert.deepEqual([a.dropped.code, a.dropped.reason, a.dropped.willReconnect], [1006, 'heartbeat lost', true]);
+  assert.equal(a.sid, before.sid);
+  assert.equal(a.recovered, true);
+  await until(pageA, (n) => window.aRec.news.length >= n + 3, before.n);
+  await broadcast('r', ['bh-after']);
+  await until(pageA, () => window.aRec.news.at(-1) === 'bh-after');
+  assert.deepEqual(await pageA.evaluate((n) => window.aRec.news.slice(n), before.n), ['bh-0', 'bh-1', 'bh-2', 'bh-after']);
+  proxy.destroyAll();
+  await until(pageA, (count) => window.aRec.states.filter((s) => s.state === 'connected').length === count + 2, count);
 });
 
 test('2a. resume refused after the session TTL: recovered false with the reason; rooms rejoined', T, async () => {
