@@ -2,7 +2,8 @@
 # Tests of the wsu browser client (wsu/js/wsu.js) in headless Chromium: first its session features
 # (hello, resume, recovery, presence) against a fake server written in Node with `ws`
 # (tests/browser/resume.test.mjs, no cargo build needed); then against a real wsu server
-# (tests/src/bin/browser_server.rs), driven by playwright-core (tests/browser/test.mjs); then the
+# (tests/src/bin/browser_server.rs), driven by playwright-core (tests/browser/test.mjs), and with
+# recovery on, through a TCP proxy in Node that cuts the link (tests/browser/recovery.test.mjs); then the
 # example chat app's page against its server (tests/browser/chat.test.mjs), and on two nodes of
 # a cluster through a child redis-server and nats-server (tests/browser/cluster.test.mjs).
 #
@@ -61,20 +62,29 @@ echo "== node --test resume.test.mjs (hello, resume, recovery, presence; against
 CHROMIUM="$chromium" timeout 120 node --test --test-reporter=spec resume.test.mjs
 
 echo "== cargo build -p wsu-tests --bin browser_server, -p chat --bin chat"
-(cd "$root" && cargo build -q -p wsu-tests --bin browser_server)
-(cd "$root" && cargo build -q -p chat --bin chat)
 target_dir="$(cd "$root" && cargo metadata --format-version 1 --no-deps | node -e \
   'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).target_directory))')"
+# Each binary is copied right after its build: a target directory shared with other checkouts
+# (CARGO_TARGET_DIR) may get another build of it while the tests run.
+bin_dir="$(mktemp -d "${TMPDIR:-/tmp}/wsu-browser-bin.XXXXXX")"
+trap 'rm -rf "$bin_dir"' EXIT
+(cd "$root" && cargo build -q -p wsu-tests --bin browser_server)
+cp "$target_dir/debug/browser_server" "$bin_dir/"
+(cd "$root" && cargo build -q -p chat --bin chat)
+cp "$target_dir/debug/chat" "$bin_dir/"
 
 echo "== node --test test.mjs"
 rm -rf "$here/out"
-WSU_BROWSER_SERVER="$target_dir/debug/browser_server" CHROMIUM="$chromium" \
+WSU_BROWSER_SERVER="$bin_dir/browser_server" CHROMIUM="$chromium" \
   timeout 180 node --test --test-reporter=spec test.mjs
+echo "== node --test recovery.test.mjs (resume against the real server, through a cutting proxy)"
+WSU_BROWSER_SERVER="$bin_dir/browser_server" CHROMIUM="$chromium" \
+  timeout 180 node --test --test-reporter=spec recovery.test.mjs
 echo "== node --test chat.test.mjs (the example chat app)"
-WSU_CHAT_SERVER="$target_dir/debug/chat" CHROMIUM="$chromium" \
+WSU_CHAT_SERVER="$bin_dir/chat" CHROMIUM="$chromium" \
   timeout 180 node --test --test-reporter=spec chat.test.mjs
 echo "== node --test cluster.test.mjs (the chat app on two nodes: Redis, then NATS)"
 # Starts its own redis-server / nats-server children; a missing one FAILS in CI, else is SKIPPED.
-WSU_CHAT_SERVER="$target_dir/debug/chat" CHROMIUM="$chromium" \
+WSU_CHAT_SERVER="$bin_dir/chat" CHROMIUM="$chromium" \
   timeout 300 node --test --test-reporter=spec cluster.test.mjs
 echo "== browser tests passed (screenshots in tests/browser/out/)"

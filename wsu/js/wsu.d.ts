@@ -114,8 +114,29 @@ export interface ConnectOptions {
    * Default 1000.
    */
   helloTimeout?: number;
+  /**
+   * The client-side heartbeat (browsers do not let a page see the server's WebSocket Pings, and
+   * a link that dies silently — sleep, a NAT or Wi-Fi change — may otherwise look open for
+   * minutes). After `interval` ms without any frame from the server, a JSON ping is sent (its
+   * pong is not given to {@link WsuClient.ping} callers); when nothing at all arrived for
+   * `timeout` ms and that ping had `timeout - interval` ms, the connection is given up as lost:
+   * state `disconnected` with code 1006 and reason `"heartbeat lost"`, then reconnection (and
+   * resume) as for any 1006. The dead WebSocket is not closed at once (a close frame would end
+   * the server's session): the server closes it (4003) when the session resumes, and the
+   * client closes it once the next connection has its hello. Default `{interval: 20000,
+   * timeout: 45000}`; `false` turns it off.
+   */
+  heartbeat?: HeartbeatOptions | false;
   /** WebSocket implementation; default `globalThis.WebSocket` (give one in Node < 22). */
   WebSocket?: unknown;
+}
+
+/** See {@link ConnectOptions.heartbeat}. */
+export interface HeartbeatOptions {
+  /** Silence, in ms, after which a JSON ping is sent. Default 20000. */
+  interval?: number;
+  /** Silence, in ms, after which the connection counts as lost. Default 45000. */
+  timeout?: number;
 }
 
 /** Options naming a namespace; default `"/"`. */
@@ -285,6 +306,13 @@ export interface StateEvent {
    * and rooms restored by the server, missed events replayed); `false` for a fresh session.
    */
   resumed?: boolean;
+  /**
+   * For `connected`, only when this connection asked to resume and the server refused: why
+   * (the hello's `resume.reason`: `"invalid token"`, `"unknown session"`, `"session busy"`;
+   * `"no hello"` or `"resume not supported"` when the server's hello did not answer). The
+   * namespaces and rooms were rejoined; the application should reload its state.
+   */
+  resumeRefused?: string;
 }
 
 /** An `error` message from the server that answers no request of this client. */
@@ -342,6 +370,13 @@ export class WsuClient {
    * rejoined its namespaces and rooms) and without recovery on the server.
    */
   readonly recovered: boolean;
+
+  /**
+   * Why the server refused the current connection's resume request (see
+   * {@link StateEvent.resumeRefused}), or `null`: no resume asked (first connection, or the
+   * server gave no token) or it was accepted.
+   */
+  readonly resumeRefused: string | null;
 
   /** The server's limits from the latest hello frame, or `null`. */
   readonly limits: ServerLimits | null;
@@ -482,6 +517,7 @@ export const DEFAULTS: Readonly<{
   ackTimeout: number;
   offlineBuffer: number;
   helloTimeout: number;
+  heartbeat: Readonly<Required<HeartbeatOptions>>;
 }>;
 
 /**

@@ -22,6 +22,7 @@ export const DEFAULTS = Object.freeze({
   ackTimeout: 5000,
   offlineBuffer: 256,
   helloTimeout: 1000,
+  heartbeat: Object.freeze({ interval: 20000, timeout: 45000 }),
 });
 
 const ROOT = '/';
@@ -193,6 +194,11 @@ export class WsuClient {
     this._ackTimeout = opts.ackTimeout ?? DEFAULTS.ackTimeout;
     this._bufferLimit = opts.offlineBuffer ?? DEFAULTS.offlineBuffer;
     this._helloTimeout = opts.helloTimeout ?? DEFAULTS.helloTimeout;
+    this._heartbeat = opts.heartbeat === false ? false : { ...DEFAULTS.heartbeat, ...(opts.heartbeat ?? {}) };
+    this._hbTimer = null; // setInterval of the heartbeat, while a WebSocket is open
+    this._lastSeen = 0; // when the open WebSocket last received a frame
+    this._hbPingAt = 0; // when the heartbeat's unanswered ping went out (0: none)
+    this._abandoned = new Set(); // WebSockets given up by the heartbeat, closed once replaced
 
     this._state = 'connecting';
     this._closed = false; // no more connections: client close, a 4500-4999 close, or gave up
@@ -218,6 +224,7 @@ export class WsuClient {
     this._token = null; // the latest resume token (single use; older ones are forgotten)
     this._limits = null;
     this._recovered = false; // the current connection resumed the previous session
+    this._resumeRefused = null; // why the current connection's resume request was refused
     this._resuming = false; // the current WebSocket's URL carries wsu_resume
     this._helloWaiter = null; // {resolve, timer} while the open waits for the hello frame
     this._positions = new Map(); // namespace -> {epoch, offset}
@@ -253,6 +260,15 @@ export class WsuClient {
   /** Whether the current connection resumed the previous session (hello `resume.accepted`). */
   get recovered() {
     return this._recovered;
+  }
+
+  /**
+   * Why the server refused the current connection's resume request (the hello's
+   * `resume.reason`: 'invalid token', 'unknown session', 'session busy'; 'no hello' or
+   * 'resume not supported' when the hello said nothing), or null (no resume asked, or accepted).
+   */
+  get resumeRefused() {
+    return this._resumeRefused;
   }
 
   /** The server's `limits` from the latest hello frame, or null. */
@@ -583,12 +599,21 @@ export class WsuClient {
 
   async _onOpen(gen) {
     this._open = true;
+    this._startHeartbeat(gen);
     this._hello = null;
     this._recovered = false;
+    this._resumeRefused = null;
     const hello = await this._waitHello();
     if (gen !== this._gen || !this._open) return;
     const resumed = this._resuming && hello?.resume?.accepted === true;
     this._recovered = resumed;
+    // The session now lives on this transport (or was not resumed): the dead ones can go. A
+    // close frame on them cannot end the session any more.
+    this._closeAbandoned();
+    if (this._resuming && !resumed) {
+      const why = hello?.resume?.reason;
+      this._resumeRefused = typeof why === 'string' && why !== '' ? why : hello ? 'resume not supported' : 'no hello';
+    }
     let all = [...this._memberships.values()];
     const leftOffline = this._leftOffline;
     this._leftOffline = [];
@@ -616,7 +641,9 @@ export class WsuClient {
     this._attempt = 0;
     this._ready = true;
     this._flush();
-    this._setState({ state: 'connected', attempt, resumed });
+    const change = { state: 'connected', attempt, resumed };
+    if (this._resumeRefused !== null) change.resumeRefused = this._resumeRefused;
+    this._setState(change);
   }
 
   async _rejoin(m) {
@@ -729,6 +756,8 @@ export class WsuClient {
   }
 
   _onMessage(raw) {
+    this._lastSeen = now();
+    this._hbPingAt = 0;
     let msg;
     try {
       msg = JSON.parse(typeof raw === 'string' ? raw : new TextDecoder().decode(raw));
@@ -938,7 +967,76 @@ export class WsuClient {
     answer.then(reply, fail);
   }
 
+  /**
+   * The client-side heartbeat: after `interval` ms without any frame a JSON ping goes out (its
+   * pong is not given to `ping()` callers); when it stays unanswered for `timeout - interval`
+   * ms more the link is dead. Timers of background tabs may fire late: the link is only given
+   * up after a ping had its full time.
+   */
+  _startHeartbeat(gen) {
+    this._stopHeartbeat();
+    this._lastSeen = now();
+    this._hbPingAt = 0;
+    const hb = this._heartbeat;
+    if (!hb || !(hb.interval > 0) || !Number.isFinite(hb.interval)) return;
+    const grace = Math.max(0, (Number.isFinite(hb.timeout) ? hb.timeout : Infinity) - hb.interval);
+    const tick = Math.max(10, Math.min(hb.interval, grace || hb.interval) / 2);
+    this._hbTimer = setInterval(() => {
+      if (gen !== this._gen || !this._open) {
+        this._stopHeartbeat();
+        return;
+      }
+      const t = now();
+      if (t - this._lastSeen < hb.interval) return;
+      if (this._hbPingAt === 0) {
+        this._hbPingAt = t;
+        this._pings.push({ done: true }); // its pong must not answer an application's ping
+        try {
+          this._raw({ type: 'ping', namespace: ROOT });
+        } catch {
+          // closing: the close event follows
+        }
+      } else if (t - this._hbPingAt >= grace) {
+        this._heartbeatLost();
+      }
+    }, tick);
+  }
+
+  _stopHeartbeat() {
+    if (this._hbTimer) clearInterval(this._hbTimer);
+    this._hbTimer = null;
+  }
+
+  /**
+   * The link died without telling us. The WebSocket is NOT closed now: a close frame reaching
+   * the server would end the session; the server closes it (4003) when the session resumes on
+   * the next transport, and the client closes it once that transport has its hello.
+   */
+  _heartbeatLost() {
+    const ws = this._ws;
+    this._gen += 1; // its late callbacks are ignored
+    if (ws) {
+      ws.onmessage = null;
+      ws.onclose = null;
+      ws.onopen = null;
+      this._abandoned.add(ws);
+    }
+    this._onClose(1006, 'heartbeat lost');
+  }
+
+  _closeAbandoned() {
+    for (const ws of this._abandoned) {
+      try {
+        ws.close(NORMAL, 'heartbeat lost');
+      } catch {
+        // already closed
+      }
+    }
+    this._abandoned.clear();
+  }
+
   _onClose(code, reason) {
+    this._stopHeartbeat();
     const wasOpen = this._open;
     this._ws = null;
     this._open = false;
@@ -995,6 +1093,8 @@ export class WsuClient {
   /** No more connections: fail everything that waits. */
   _finish(why) {
     this._closed = true;
+    this._stopHeartbeat();
+    this._closeAbandoned();
     if (this._timer) {
       clearTimeout(this._timer);
       this._timer = null;

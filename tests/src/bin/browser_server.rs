@@ -5,6 +5,9 @@
 //! `127.0.0.1:PORT` and prints `listening on http://127.0.0.1:PORT` once ready. The port is
 //! fixed so that the test can kill the server and start it again on the same address.
 //!
+//! With `WSU_RECOVERY_TTL_MS=N` set, connection-state recovery is on (`ServerBuilder::recovery`)
+//! with a session TTL of N ms (tests/browser/recovery.test.mjs); without it, recovery is off.
+//!
 //! Events (in `/`, and `echo`/`broadcast` also in `/chat`):
 //! - `echo`: acks with its payload.
 //! - `never`: never finishes (the client's ack times out; the connection's later requests wait).
@@ -14,13 +17,15 @@
 //! - `record` `{key, value}`: appends `value` to the list `key`; `history` `key`: acks with it.
 //! - `fail`: answers with the error `nope` and the data `{"code": 42}`.
 //! - `kick` `{code, reason}`: closes the connection with that code and reason.
+//! - `whoami`: acks with `{sid, recovered, rooms}` of the connection, as the server sees it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
-use wsu::{AckError, CloseCode, HandlerError, Json, NamespaceBuilder, Server, Socket};
+use wsu::{AckError, CloseCode, HandlerError, Json, NamespaceBuilder, Recovery, Server, Socket};
 
 /// The test page: loads the client from the server and exposes it as `window.wsu`.
 const PAGE: &str = r#"<!doctype html>
@@ -87,10 +92,14 @@ fn common(ns: NamespaceBuilder) -> NamespaceBuilder {
     )
 }
 
-fn build() -> Result<Server, wsu::BuildError> {
+fn build(recovery: Option<Duration>) -> Result<Server, wsu::BuildError> {
     let log: Log = Arc::default();
     let record_log = log.clone();
-    Server::builder()
+    let mut builder = Server::builder();
+    if let Some(ttl) = recovery {
+        builder = builder.recovery(Recovery::default().session_ttl(ttl));
+    }
+    builder
         .collect_registered(false)
         .serve_client("/wsu.js")
         .asset("/", "text/html; charset=utf-8", PAGE.as_bytes())
@@ -127,6 +136,15 @@ fn build() -> Result<Server, wsu::BuildError> {
         .on("kick", |socket: Socket, req: KickReq| async move {
             socket.close_with(CloseCode::new(req.code), &req.reason);
         })
+        .on("whoami", |socket: Socket, _data: Value| async move {
+            let mut rooms = socket.rooms();
+            rooms.sort();
+            Json(json!({
+                "sid": socket.id().to_string(),
+                "recovered": socket.recovered(),
+                "rooms": rooms,
+            }))
+        })
         .build()
 }
 
@@ -137,7 +155,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .or_else(|| std::env::var("WSU_PORT").ok())
         .ok_or("usage: browser_server PORT (or WSU_PORT=PORT)")?
         .parse()?;
-    let server = build()?;
+    let recovery = match std::env::var("WSU_RECOVERY_TTL_MS") {
+        Ok(ms) => Some(Duration::from_millis(ms.parse()?)),
+        Err(_) => None,
+    };
+    let server = build(recovery)?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     println!("listening on http://{}", listener.local_addr()?);
     server.serve(listener).await?;
