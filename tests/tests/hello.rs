@@ -38,7 +38,8 @@ async fn hello_comes_first_with_id_versions_and_limits() {
     assert_eq!(hello["type"], "hello");
     assert_eq!(hello["namespace"], "/");
     let d = &hello["data"];
-    assert_eq!(d["protocol"], 1);
+    assert_eq!(d["protocol"], 2);
+    assert_eq!(d.get("token"), None, "no token without recovery");
     assert_eq!(d["server"], format!("wsu/{}", env!("CARGO_PKG_VERSION")));
     let sid = wsu::SocketId::parse(d["sid"].as_str().expect("sid")).expect("an id");
     assert_eq!(server.sockets(), vec![sid]);

@@ -153,10 +153,14 @@ async fn forged_reused_and_garbage_tokens_are_refused_with_a_fresh_session() {
     assert_eq!(g.hello["resume"]["reason"], "invalid token");
     // The forgery did not hurt the real session: it still resumes.
     let positions = a.positions.clone();
-    let b = a.drop_and_resume(ts.addr).await;
+    let mut b = a.drop_and_resume(ts.addr).await;
     assert_eq!(b.hello["resume"], json!({"accepted": true}));
     assert_eq!(b.sid(), sid);
-    // A token works once: the session now has another secret.
+    // A token works once: the session has another secret since, and the old one is forgotten
+    // as soon as the client speaks on its new connection.
+    b.client.send(json!({"type": "ping"})).await;
+    b.recovery().await;
+    assert_eq!(b.next().await["type"], "pong");
     let again = Session::resume_with(ts.addr, &token, positions).await;
     assert_eq!(
         again.hello["resume"],
@@ -433,5 +437,40 @@ async fn beyond_max_detached_the_oldest_waiting_session_ends() {
     );
     let b = Session::resume_with(ts.addr, &tb, BTreeMap::new()).await;
     assert_eq!(b.hello["resume"]["accepted"], true);
+    ts.stop().await;
+}
+
+#[tokio::test]
+async fn a_resume_cut_before_its_client_spoke_can_be_retried_with_the_same_token() {
+    let ts = start(Recovery::default()).await;
+    let a = member(&ts, "/", "r").await;
+    let t0 = a.token();
+    let positions = a.positions.clone();
+    drop(a);
+    wait_until(|| ts.server.stats().sessions_detached == 1).await;
+    // Resumed, but the link dies before the client could read its new hello: it only has t0.
+    let b = Session::resume_with(ts.addr, &t0, positions.clone()).await;
+    assert_eq!(b.hello["resume"]["accepted"], true);
+    let t1 = b.token();
+    drop(b);
+    wait_until(|| ts.server.stats().sessions_detached == 1).await;
+    let mut c = Session::resume_with(ts.addr, &t0, positions.clone()).await;
+    assert_eq!(
+        c.hello["resume"]["accepted"], true,
+        "t0 still good: the client never spoke"
+    );
+    c.recovery().await;
+    // Once the client sent something on the new connection, only the newest token works.
+    c.client.send(json!({"type": "ping"})).await;
+    assert_eq!(c.next().await["type"], "pong");
+    let t2 = c.token();
+    drop(c);
+    wait_until(|| ts.server.stats().sessions_detached == 1).await;
+    for old in [&t0, &t1] {
+        let s = Session::resume_with(ts.addr, old, positions.clone()).await;
+        assert_eq!(s.hello["resume"]["reason"], "invalid token");
+    }
+    let d = Session::resume_with(ts.addr, &t2, positions).await;
+    assert_eq!(d.hello["resume"]["accepted"], true);
     ts.stop().await;
 }

@@ -106,9 +106,8 @@ impl Namespace {
             on_connect,
             on_disconnect,
             members: Mutex::new(Members::default()),
-            history: recovery.map(|r| {
-                Mutex::new(History::new(r.history_size, r.history_bytes, r.history_ttl))
-            }),
+            history: recovery
+                .map(|r| Mutex::new(History::new(r.history_size, r.history_bytes, r.history_ttl))),
             presence,
         }
     }

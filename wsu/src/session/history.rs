@@ -464,13 +464,19 @@ mod tests {
         for i in 0..3 {
             rec(&mut h, &i.to_string(), EntryFilter::default(), now);
         }
-        assert_eq!((h.entries.len(), h.bytes), (2, 2 * h.entries[0].frame.len()));
         assert_eq!(
-            h.replay(Some((id(1), &[], Some(&at(&h, 0)))), 100, usize::MAX, now).outcome,
+            (h.entries.len(), h.bytes),
+            (2, 2 * h.entries[0].frame.len())
+        );
+        assert_eq!(
+            h.replay(Some((id(1), &[], Some(&at(&h, 0)))), 100, usize::MAX, now)
+                .outcome,
             Err(Unrecovered::Trimmed)
         );
         assert_eq!(
-            h.replay(Some((id(1), &[], Some(&at(&h, 1)))), 100, usize::MAX, now).events.len(),
+            h.replay(Some((id(1), &[], Some(&at(&h, 1)))), 100, usize::MAX, now)
+                .events
+                .len(),
             2
         );
     }
