@@ -5,6 +5,7 @@ pub mod cluster;
 pub mod proxy;
 pub mod resume;
 pub mod services;
+pub mod streams;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -144,3 +144,10 @@ async fn invalid_cluster_messages_are_counted() {
     tb.stop().await;
     a.shutdown().await;
 }
+
+/// The `Streams` contract on the memory engine.
+#[tokio::test]
+async fn streams_contract() {
+    let (factory, _guard) = setup("streams").await.expect("memory");
+    wsu_tests::streams::streams_contract(factory, "wsu-test").await;
+}

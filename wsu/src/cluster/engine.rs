@@ -75,6 +75,12 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Flush what is queued (within a short bound), unsubscribe and drop the connections.
     fn close(&self) -> EngineFuture<'_, ()>;
+
+    /// The engine's [`Streams`](super::Streams), if it has them: with them, recovery works
+    /// across nodes (a client resumes on any node). Default: none.
+    fn streams(&self) -> Option<&dyn super::Streams> {
+        None
+    }
 }
 
 /// Why an engine operation failed.
@@ -133,6 +139,15 @@ pub enum SinkEvent {
     Lost(String),
     /// The subscription is in place again after a [`Lost`](SinkEvent::Lost).
     Restored,
+    /// An entry appended to a stream ([`Streams`](super::Streams)).
+    Entry {
+        /// The stream (a namespace name, without the prefix).
+        stream: Arc<str>,
+        /// Its position.
+        pos: super::StreamPos,
+        /// Its payload, as appended.
+        payload: Bytes,
+    },
 }
 
 /// The bounded queue an engine delivers into. Cheap to clone.
@@ -172,6 +187,22 @@ impl EngineSink {
     /// was queued.
     pub fn deliver(&self, topic: Arc<str>, payload: Bytes) -> bool {
         match self.tx.try_send(SinkEvent::Message { topic, payload }) {
+            Ok(()) => true,
+            Err(_) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    /// Hand over one stream entry; dropped (and counted) if the queue is full. Returns whether
+    /// it was queued.
+    pub fn entry(&self, stream: Arc<str>, pos: super::StreamPos, payload: Bytes) -> bool {
+        match self.tx.try_send(SinkEvent::Entry {
+            stream,
+            pos,
+            payload,
+        }) {
             Ok(()) => true,
             Err(_) => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -249,6 +280,9 @@ impl<E: Engine + ?Sized> Engine for Box<E> {
     fn close(&self) -> EngineFuture<'_, ()> {
         (**self).close()
     }
+    fn streams(&self) -> Option<&dyn super::Streams> {
+        (**self).streams()
+    }
 }
 
 impl<E: Engine + ?Sized> Engine for Arc<E> {
@@ -274,5 +308,8 @@ impl<E: Engine + ?Sized> Engine for Arc<E> {
     }
     fn close(&self) -> EngineFuture<'_, ()> {
         (**self).close()
+    }
+    fn streams(&self) -> Option<&dyn super::Streams> {
+        (**self).streams()
     }
 }

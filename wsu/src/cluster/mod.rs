@@ -16,6 +16,7 @@ mod handle;
 pub(crate) mod local;
 mod memory;
 pub(crate) mod node;
+mod streams;
 pub(crate) mod wire;
 
 pub use config::ClusterConfig;
@@ -24,3 +25,4 @@ pub use handle::{AckReport, Cluster, ClusterError, SocketInfo};
 
 pub use engine::{Engine, EngineError, EngineFuture, EngineReceiver, EngineSink, SinkEvent};
 pub use memory::{MemoryBroker, MemoryEngine};
+pub use streams::{StreamLimits, StreamPos, StreamRead, Streams};

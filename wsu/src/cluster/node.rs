@@ -424,6 +424,7 @@ impl Node {
                 tracing::info!(node = %self.id, engine = self.engine.name(), "broker connection restored");
                 self.heartbeat(true);
             }
+            SinkEvent::Entry { .. } => {}
         }
     }
 
