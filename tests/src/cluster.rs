@@ -89,6 +89,11 @@ impl Engine for Severable {
         self.inner.publish(topic, payload)
     }
 
+    // Streams pass through (a node cut off in the suite's tests does not use them).
+    fn streams(&self) -> Option<&dyn wsu::cluster::Streams> {
+        self.inner.streams()
+    }
+
     fn close(&self) -> EngineFuture<'_, ()> {
         self.inner.close()
     }
@@ -492,6 +497,7 @@ macro_rules! cluster_suite {
         $crate::cluster_suite!(@one $setup, broadcast_acks);
         $crate::cluster_suite!(@one $setup, node_gone);
         $crate::cluster_suite!(@one $setup, recovery_per_node);
+        $crate::cluster_suite!(@one $setup, recovery_across_nodes);
     };
     (@one $setup:path, $name:ident) => {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -511,6 +517,11 @@ macro_rules! cluster_suite {
 /// means nothing to another node (a fresh session there).
 pub async fn recovery_per_node(factory: EngineFactory, prefix: &str) {
     use crate::resume::Session;
+    // The engine without its streams (as a third-party engine may be).
+    let factory: EngineFactory = Arc::new(move || {
+        let f = factory.clone();
+        Box::pin(async move { Box::new(WithoutStreams(f().await)) as Box<dyn Engine> })
+    });
     let nodes = Nodes::start_with(&factory, prefix, 2, |b| {
         b.recovery(wsu::Recovery::default())
     })
@@ -561,6 +572,129 @@ pub async fn recovery_per_node(factory: EngineFactory, prefix: &str) {
         .collect();
     assert!(offsets.windows(2).all(|w| w[0] < w[1]), "{offsets:?}");
     drop(back);
+    nodes.stop().await;
+}
+
+/// An engine with its [`Streams`](wsu::cluster::Streams) hidden.
+struct WithoutStreams(Box<dyn Engine>);
+
+impl Engine for WithoutStreams {
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+    fn max_payload(&self) -> usize {
+        self.0.max_payload()
+    }
+    fn subscribe(
+        &self,
+        topics: Vec<String>,
+        sink: EngineSink,
+    ) -> EngineFuture<'_, Result<(), EngineError>> {
+        self.0.subscribe(topics, sink)
+    }
+    fn publish(
+        &self,
+        topic: &str,
+        payload: Bytes,
+    ) -> EngineFuture<'static, Result<(), EngineError>> {
+        self.0.publish(topic, payload)
+    }
+    fn close(&self) -> EngineFuture<'_, ()> {
+        self.0.close()
+    }
+}
+
+/// Recovery across nodes, on an engine with [`Streams`](wsu::cluster::Streams): every node
+/// numbers broadcasts with the engine's offsets (members on two nodes see the same offset), a
+/// dropped client's session waits in the engine, and the client resumes on another node with
+/// everything it missed, from every node, once and in offset order. An engine without streams
+/// skips this body.
+pub async fn recovery_across_nodes(factory: EngineFactory, prefix: &str) {
+    use crate::resume::Session;
+    if factory().await.streams().is_none() {
+        println!("SKIPPED recovery_across_nodes: this engine has no streams");
+        return;
+    }
+    let nodes = Nodes::start_with(&factory, prefix, 2, |b| {
+        b.recovery(wsu::Recovery::default().session_ttl(Duration::from_secs(30)))
+    })
+    .await;
+    let (a_addr, b_addr) = (nodes.nodes[0].addr, nodes.nodes[1].addr);
+    let join = |mut s: Session| async move {
+        s.recovery().await;
+        s.client
+            .send(json!({"type": "join", "room": "r", "ackId": "j"}))
+            .await;
+        assert_eq!(s.next().await["type"], "ack");
+        s
+    };
+    let mut s = join(Session::connect(a_addr).await).await;
+    let mut witness = join(Session::connect(b_addr).await).await;
+    for i in 0..5 {
+        let d = nodes.server(i % 2).to("r").emit("n", &i).expect("emit");
+        assert_ne!(d.published, wsu::Published::Failed);
+    }
+    let seen = s.events(5).await;
+    let theirs = witness.events(5).await;
+    let pos = |e: &Value| {
+        (
+            e["offset"].as_u64().expect("offset"),
+            e["epoch"].as_str().map(str::to_owned),
+        )
+    };
+    assert_eq!(
+        seen.iter().map(pos).collect::<Vec<_>>(),
+        theirs.iter().map(pos).collect::<Vec<_>>(),
+        "the same numbering on both nodes"
+    );
+    let token = s.token();
+    let sid = s.sid();
+    let positions = s.positions.clone();
+    drop(s);
+    eventually("session parked in the engine", || {
+        nodes.server(0).stats().sessions_parked == 1
+    })
+    .await;
+    for i in 5..105 {
+        nodes.server(i % 2).to("r").emit("n", &i).expect("emit");
+    }
+    // Back on the other node.
+    let mut back = Session::resume_with(b_addr, &token, positions.clone()).await;
+    assert_eq!(back.hello["resume"]["accepted"], true, "{}", back.hello);
+    assert_eq!(back.sid(), sid);
+    let r = back.recovery().await;
+    assert_eq!(r["data"]["recovered"], true, "{r}");
+    let mut all = seen;
+    all.extend(r["data"]["events"].as_array().cloned().unwrap_or_default());
+    let rest = 105 - all.len();
+    all.extend(back.events(rest).await);
+    let offsets: Vec<u64> = all
+        .iter()
+        .map(|e| e["offset"].as_u64().expect("offset"))
+        .collect();
+    assert!(
+        offsets.windows(2).all(|w| w[0] < w[1]),
+        "in offset order: {offsets:?}"
+    );
+    let mut got: Vec<i64> = all.iter().map(|e| e["data"].as_i64().expect("n")).collect();
+    got.sort_unstable();
+    assert_eq!(got, (0..105).collect::<Vec<_>>(), "each once");
+    // Still in its room, on the new node.
+    nodes.server(0).to("r").emit("n", &105).expect("emit");
+    assert_eq!(back.events(1).await[0]["data"], 105);
+    // The session was taken: once its client spoke on the new connection, the token cannot
+    // be used again, on either node.
+    back.client.send(json!({"type": "ping"})).await;
+    loop {
+        if back.next().await["type"] == "pong" {
+            break;
+        }
+    }
+    for addr in [a_addr, b_addr] {
+        let again = Session::resume_with(addr, &token, positions.clone()).await;
+        assert_eq!(again.hello["resume"]["accepted"], false, "{}", again.hello);
+    }
+    drop((back, witness));
     nodes.stop().await;
 }
 

@@ -72,10 +72,17 @@ pub struct Stats {
     pub cluster_outages: u64,
     /// Cluster queries in which some node did not answer in time.
     pub cluster_request_timeouts: u64,
+    /// Counter: stream entries that never reached this node (with the cluster's streams: an
+    /// entry's predecessor was not the last one seen). Its members missed them; a resume from
+    /// before such a gap reads the engine.
+    pub cluster_stream_gaps: u64,
     /// Gauge: sessions waiting for their client after their transport ended (recovery on).
     pub sessions_detached: usize,
     /// Counter: connections that resumed a session with a valid token.
     pub sessions_resumed: u64,
+    /// Counter: sessions stored in the cluster's engine when their transport ended (recovery
+    /// with an engine that has streams: they can be resumed on any node).
+    pub sessions_parked: u64,
     /// Counter: resume attempts refused (invalid, expired, reused or unknown token): those
     /// connections got a fresh session.
     pub sessions_refused: u64,
@@ -101,6 +108,7 @@ pub(crate) struct Counters {
     pub(crate) backpressure_pauses: AtomicU64,
     pub(crate) sessions_resumed: AtomicU64,
     pub(crate) sessions_refused: AtomicU64,
+    pub(crate) sessions_parked: AtomicU64,
     closes: Mutex<BTreeMap<u16, u64>>,
 }
 
@@ -134,6 +142,7 @@ impl Counters {
             backpressure_pauses: self.backpressure_pauses.load(Relaxed),
             sessions_resumed: self.sessions_resumed.load(Relaxed),
             sessions_refused: self.sessions_refused.load(Relaxed),
+            sessions_parked: self.sessions_parked.load(Relaxed),
             closes: lock(&self.closes).clone(),
             ..Stats::default()
         }

@@ -55,6 +55,40 @@ pub(crate) fn deliver(server: &Server, filter: &Filter, body: Bytes) {
     }
 }
 
+/// Deliver a stream entry (a broadcast with its position) to the local connections the filter
+/// selects, numbered by the engine.
+pub(crate) fn deliver_entry(server: &Server, filter: &Filter, body: Bytes, pos: &super::StreamPos) {
+    match Utf8Bytes::try_from(body) {
+        Ok(frame) => {
+            broadcast_of(server, filter).send_frame_at(frame, pos);
+        }
+        Err(_) => tracing::debug!("cluster stream entry with a non-UTF-8 frame dropped"),
+    }
+}
+
+/// A recorded entry's filter, from the wire form.
+pub(crate) fn entry_filter(filter: &Filter) -> crate::session::history::EntryFilter {
+    let ids = |v: &[String]| v.iter().filter_map(|s| crate::SocketId::parse(s)).collect();
+    let mut only: Vec<crate::SocketId> = ids(&filter.only);
+    if !filter.only.is_empty() && only.is_empty() {
+        only.push(crate::SocketId::NONE);
+    }
+    crate::session::history::EntryFilter {
+        rooms: filter
+            .rooms
+            .iter()
+            .map(|r| std::sync::Arc::from(r.as_str()))
+            .collect(),
+        except: ids(&filter.except),
+        except_rooms: filter
+            .except_rooms
+            .iter()
+            .map(|r| std::sync::Arc::from(r.as_str()))
+            .collect(),
+        only,
+    }
+}
+
 /// The local connections a filter selects.
 pub(crate) fn select(server: &Server, filter: &Filter) -> Vec<Socket> {
     broadcast_of(server, filter).local_sockets()

@@ -40,7 +40,7 @@ pub(crate) enum Handed {
 }
 
 type Responses = mpsc::Sender<(String, Res)>;
-type Outcome = EngineFuture<'static, Result<(), EngineError>>;
+pub(crate) type Outcome = EngineFuture<'static, Result<(), EngineError>>;
 
 pub(crate) struct Node {
     pub(crate) id: String,
@@ -60,6 +60,9 @@ pub(crate) struct Node {
     outcomes_rx: Mutex<Option<mpsc::UnboundedReceiver<Outcome>>>,
     stop: watch::Sender<bool>,
     started: OnceLock<()>,
+    /// With recovery on and an engine that has [`Streams`](super::Streams): how much of each
+    /// namespace's stream the broker keeps. Broadcasts then go through the streams.
+    pub(crate) stream_limits: Option<super::StreamLimits>,
 }
 
 impl std::fmt::Debug for Node {
@@ -81,7 +84,14 @@ fn random_id() -> String {
 }
 
 impl Node {
-    pub(crate) fn new(engine: Arc<dyn Engine>, config: ClusterConfig) -> Arc<Node> {
+    pub(crate) fn new(
+        engine: Arc<dyn Engine>,
+        config: ClusterConfig,
+        recovery: Option<crate::Recovery>,
+    ) -> Arc<Node> {
+        let stream_limits = recovery
+            .filter(|_| engine.streams().is_some())
+            .map(|r| super::StreamLimits::new(r.history_size, r.history_ttl));
         let id = random_id();
         let (tx, rx) = mpsc::unbounded_channel();
         let (stop, _) = watch::channel(false);
@@ -101,6 +111,7 @@ impl Node {
             outcomes_rx: Mutex::new(Some(rx)),
             stop,
             started: OnceLock::new(),
+            stream_limits,
         })
     }
 
@@ -350,6 +361,12 @@ impl Node {
         let (sink, mut rx) = EngineSink::channel(self.config.inbound_capacity);
         let _ = self.counters.dropped.set(rx.dropped_counter());
         let topics = vec![self.topic_all.clone(), self.topic_self.clone()];
+        if let (Some(streams), Some(_)) = (self.engine.streams(), self.stream_limits) {
+            if let Err(e) = streams.start(&self.config.prefix, sink.clone()).await {
+                tracing::warn!(node = %self.id, engine = self.engine.name(), error = %e,
+                    "cluster streams did not start; the engine keeps retrying");
+            }
+        }
         match self.engine.subscribe(topics, sink).await {
             Ok(()) => {
                 self.connected.store(true, Relaxed);
@@ -424,8 +441,76 @@ impl Node {
                 tracing::info!(node = %self.id, engine = self.engine.name(), "broker connection restored");
                 self.heartbeat(true);
             }
-            SinkEvent::Entry { .. } => {}
+            SinkEvent::Entry {
+                stream,
+                pos,
+                payload,
+            } => self.on_entry(server, &stream, pos, payload),
         }
+    }
+
+    /// A broadcast from a stream (any node's, this one's included): delivered with its
+    /// position.
+    fn on_entry(&self, server: Server, stream: &str, pos: super::StreamPos, payload: Bytes) {
+        match wire::decode(&payload) {
+            Ok((h, body)) if h.kind == Kind::Broadcast && h.filter.is_some() => {
+                self.counters.received.fetch_add(1, Relaxed);
+                let filter = h.filter.as_ref().unwrap_or_else(|| unreachable!());
+                if filter.ns != stream {
+                    self.counters.invalid.fetch_add(1, Relaxed);
+                    return;
+                }
+                super::local::deliver_entry(&server, filter, body, &pos);
+            }
+            _ => {
+                self.counters.invalid.fetch_add(1, Relaxed);
+                tracing::debug!(node = %self.id, "invalid stream entry dropped");
+            }
+        }
+    }
+
+    /// Append a broadcast to its namespace's stream (streams mode): every node, this one
+    /// included, delivers it when the engine hands it back with its offset.
+    pub(crate) fn append_broadcast(
+        &self,
+        filter: Filter,
+        frame: &[u8],
+    ) -> (Handed, Option<Outcome>) {
+        let (Some(streams), Some(limits)) = (self.engine.streams(), self.stream_limits) else {
+            return (Handed::Failed, None);
+        };
+        let ns = filter.ns.clone();
+        let mut h = Header::new(&self.id, Kind::Broadcast);
+        h.filter = Some(filter);
+        let mut fut = streams.append(&ns, wire::encode(&h, frame), limits);
+        match (&mut fut).now_or_never() {
+            Some(r) => {
+                let r = r.map(|_| ());
+                self.count_outcome(&r);
+                (
+                    if r.is_ok() {
+                        Handed::Confirmed
+                    } else {
+                        Handed::Failed
+                    },
+                    None,
+                )
+            }
+            None => {
+                let fut: Outcome = Box::pin(async move { fut.await.map(|_| ()) });
+                (Handed::Pending, Some(fut))
+            }
+        }
+    }
+
+    /// Count an outcome awaited elsewhere.
+    pub(crate) fn count(&self, r: &Result<(), EngineError>) {
+        self.count_outcome(r);
+    }
+
+    /// Count the outcome of an append in the node's loop.
+    pub(crate) fn track(&self, fut: Outcome) -> bool {
+        self.outcomes.send(fut).is_ok()
     }
 
     fn on_message(self: &Arc<Self>, server: Server, payload: Bytes) {

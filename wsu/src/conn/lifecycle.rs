@@ -124,7 +124,13 @@ fn detach_session(
 ) {
     if let Some(sessions) = &server.inner.sessions {
         let saved = keeps_session(reason).then(|| conn.session_state(memberships));
-        sessions.detach(conn, saved);
+        match saved {
+            // With the cluster's streams the session waits in the engine, for any node.
+            Some(saved) if server.streams_mode() => {
+                server.park_session(conn, &saved);
+            }
+            saved => sessions.detach(conn, saved),
+        }
     }
 }
 

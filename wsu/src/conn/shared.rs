@@ -15,7 +15,6 @@ use super::outbox::{Outbox, Refused};
 use crate::config::{Config, SlowConsumerPolicy};
 use crate::presence::PresenceId;
 use crate::registry::Namespace;
-use crate::session::history::Position;
 use crate::session::resume::Restore;
 use crate::session::store::Saved;
 use crate::stats::Counters;
@@ -392,7 +391,7 @@ impl ConnShared {
     }
 
     /// Take what is to be restored in namespace `ns` (its rooms, the client's position).
-    pub(crate) fn take_restore(&self, ns: &str) -> Option<(Vec<Arc<str>>, Option<Position>)> {
+    pub(crate) fn take_restore(&self, ns: &str) -> Option<crate::session::resume::Taken> {
         if !self.is_resumed() {
             return None;
         }

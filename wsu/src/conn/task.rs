@@ -96,23 +96,75 @@ pub(crate) fn run_connection<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let cfg = &server.inner.config;
+    use futures_util::future::Either;
     let resume = server
         .inner
         .sessions
         .as_ref()
         .and_then(|_| crate::session::resume::parse_query(request.uri.query()));
-    let (id, outcome, restore, prev) = match resume {
-        Some(q) => match server.claim_session(&q.token) {
-            Ok((id, saved, presented)) => (
-                id,
-                Some(Ok(())),
-                Some(crate::session::resume::Restore::new(saved, q.offsets)),
-                Some(presented),
-            ),
-            Err(refusal) => (server.next_id(), Some(Err(refusal.as_str())), None, None),
-        },
-        None => (server.next_id(), None, None, None),
+    match resume {
+        // With the cluster's streams a resume may have to ask the engine: boxed, so that only
+        // those connections carry the claim's state.
+        Some(q) if server.streams_mode() => Either::Left(Box::pin(async move {
+            let claim = match server.claim_session_anywhere(&q.token, q.offsets).await {
+                Ok((id, restore, presented)) => Claim::Resumed(id, restore, presented),
+                Err(refusal) => Claim::Refused(refusal.as_str()),
+            };
+            start_connection(server, ws, request, remote_addr, slot, claim).await;
+        })),
+        resume => {
+            let claim = match resume {
+                Some(q) => match server.claim_session(&q.token) {
+                    Ok((id, saved, presented)) => Claim::Resumed(
+                        id,
+                        crate::session::resume::Restore::new(saved, q.offsets),
+                        presented,
+                    ),
+                    Err(refusal) => Claim::Refused(refusal.as_str()),
+                },
+                None => Claim::Fresh,
+            };
+            Either::Right(start_connection(
+                server,
+                ws,
+                request,
+                remote_addr,
+                slot,
+                claim,
+            ))
+        }
+    }
+}
+
+/// How a connection's session begins.
+enum Claim {
+    Fresh,
+    Resumed(
+        crate::SocketId,
+        crate::session::resume::Restore,
+        crate::session::token::Secret,
+    ),
+    Refused(&'static str),
+}
+
+fn start_connection<S>(
+    server: Server,
+    ws: WebSocketStream<S>,
+    request: Parts,
+    remote_addr: Option<SocketAddr>,
+    slot: Slot,
+    claim: Claim,
+) -> impl Future<Output = ()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let cfg = &server.inner.config;
+    let (id, outcome, restore, prev) = match claim {
+        Claim::Resumed(id, restore, presented) => {
+            (id, Some(Ok(())), Some(restore), Some(presented))
+        }
+        Claim::Refused(reason) => (server.next_id(), Some(Err(reason)), None, None),
+        Claim::Fresh => (server.next_id(), None, None, None),
     };
     let conn = ConnShared::new(id, cfg, request, remote_addr);
     if let Some(restore) = restore {

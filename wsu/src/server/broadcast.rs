@@ -178,6 +178,23 @@ impl Broadcast {
         data: &T,
     ) -> Result<Delivery, SendError> {
         let frame = encode_event(&self.namespace, event, data, None)?;
+        if let Some(node) = self.streamed() {
+            let (handed, pending) = node.append_broadcast(self.filter(), frame.as_bytes());
+            return Ok(match (handed, pending) {
+                (Handed::Pending, Some(fut)) => {
+                    node.track(fut);
+                    Delivery {
+                        published: Published::Queued,
+                        ..Delivery::default()
+                    }
+                }
+                (Handed::Confirmed, _) => Delivery {
+                    published: Published::Confirmed,
+                    ..Delivery::default()
+                },
+                _ => self.unstreamed(frame),
+            });
+        }
         let mut delivery = self.send_frame(frame.clone());
         if let Some(node) = self.node() {
             delivery.published = match node.publish_broadcast(self.filter(), frame.as_bytes()) {
@@ -200,6 +217,26 @@ impl Broadcast {
         data: &T,
     ) -> Result<Delivery, SendError> {
         let frame = encode_event(&self.namespace, event, data, None)?;
+        if let Some(node) = self.streamed() {
+            let (handed, pending) = node.append_broadcast(self.filter(), frame.as_bytes());
+            let ok = match (handed, pending) {
+                (Handed::Pending, Some(fut)) => {
+                    let r = fut.await;
+                    node.count(&r);
+                    r.is_ok()
+                }
+                (Handed::Confirmed, _) => true,
+                _ => false,
+            };
+            return Ok(if ok {
+                Delivery {
+                    published: Published::Confirmed,
+                    ..Delivery::default()
+                }
+            } else {
+                self.unstreamed(frame)
+            });
+        }
         let mut delivery = self.send_frame(frame.clone());
         if let Some(node) = self.node() {
             delivery.published = match node
@@ -211,6 +248,54 @@ impl Broadcast {
             };
         }
         Ok(delivery)
+    }
+
+    /// The node, when this broadcast goes through the cluster's streams (recovery on, an
+    /// engine with streams, a namespace with a history, not volatile, not local).
+    fn streamed(&self) -> Option<&Arc<Node>> {
+        let node = self.node()?;
+        (node.stream_limits.is_some() && !self.volatile).then_some(node)
+    }
+
+    /// A broadcast the stream refused (the broker is away): this node's members still get it,
+    /// unnumbered, as without recovery; other nodes do not.
+    fn unstreamed(&self, frame: Utf8Bytes) -> Delivery {
+        let Some(ns) = self.server.lookup_namespace(&self.namespace) else {
+            return Delivery {
+                published: Published::Failed,
+                ..Delivery::default()
+            };
+        };
+        let mut d = self.deliver(&ns, frame);
+        d.published = Published::Failed;
+        d
+    }
+
+    /// Queue a stream entry (a broadcast numbered by the engine) to the local connections
+    /// addressed, under the history lock; an entry already delivered is skipped.
+    pub(crate) fn send_frame_at(
+        &self,
+        frame: Utf8Bytes,
+        pos: &crate::cluster::StreamPos,
+    ) -> Delivery {
+        let Some(ns) = self.server.lookup_namespace(&self.namespace) else {
+            return Delivery::default();
+        };
+        let Some(history) = &ns.history else {
+            return self.deliver(&ns, frame);
+        };
+        let mut h = crate::sync::lock(history);
+        let filter = EntryFilter {
+            rooms: self.rooms.clone(),
+            except: self.except.clone(),
+            except_rooms: self.except_rooms.clone(),
+            only: self.only.clone(),
+        };
+        let now = tokio::time::Instant::now();
+        match h.record_at(&frame, filter, pos.offset, pos.prev, &pos.epoch, now) {
+            Some(frame) => self.deliver(&ns, frame),
+            None => Delivery::default(),
+        }
     }
 
     /// The local connections addressed.
@@ -261,8 +346,16 @@ impl Broadcast {
         let Some(ns) = self.server.lookup_namespace(&self.namespace) else {
             return Delivery::default();
         };
+        // With the cluster's streams, the engine numbers broadcasts: what reaches here (volatile
+        // and local broadcasts, another node's volatile ones) is not numbered.
+        let streams = self
+            .server
+            .inner
+            .cluster
+            .as_ref()
+            .is_some_and(|n| n.stream_limits.is_some());
         match &ns.history {
-            Some(history) if !self.volatile => {
+            Some(history) if !self.volatile && !streams => {
                 let mut h = crate::sync::lock(history);
                 let filter = EntryFilter {
                     rooms: self.rooms.clone(),
@@ -279,7 +372,18 @@ impl Broadcast {
         }
     }
 
-    fn deliver(&self, ns: &crate::registry::Namespace, frame: Utf8Bytes) -> Delivery {
+    /// The local broadcast a recorded entry's filter describes.
+    pub(crate) fn from_entry(server: &Server, namespace: &str, f: &EntryFilter) -> Broadcast {
+        let mut b = Broadcast::new(server.clone(), namespace).local();
+        b.rooms = f.rooms.clone();
+        b.except = f.except.clone();
+        b.except_rooms = f.except_rooms.clone();
+        b.only = f.only.clone();
+        b
+    }
+
+    /// Queue a frame to the addressed members of `ns`, without recording it.
+    pub(crate) fn deliver(&self, ns: &crate::registry::Namespace, frame: Utf8Bytes) -> Delivery {
         let mut delivery = Delivery::default();
         let targets = if self.rooms.is_empty() {
             Targets::All

@@ -830,7 +830,10 @@ impl ServerBuilder {
                         reason: "a server with an engine must be built inside a tokio runtime",
                     });
                 };
-                Some((crate::cluster::node::Node::new(engine, self.cluster), rt))
+                Some((
+                    crate::cluster::node::Node::new(engine, self.cluster, self.config.recovery),
+                    rt,
+                ))
             }
             None => None,
         };

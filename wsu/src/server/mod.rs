@@ -3,6 +3,7 @@
 mod broadcast;
 mod builder;
 mod serve;
+mod sessions;
 mod slot;
 
 use std::any::{Any, TypeId};
@@ -240,7 +241,7 @@ impl Server {
 
     /// A snapshot of the counters and gauges.
     pub fn stats(&self) -> Stats {
-        let (rooms, dynamic) = {
+        let (rooms, dynamic, gaps) = {
             let map = self
                 .inner
                 .namespaces
@@ -249,6 +250,10 @@ impl Server {
             (
                 map.values().map(|ns| ns.room_count()).sum(),
                 map.values().filter(|ns| !ns.declared).count(),
+                map.values()
+                    .filter_map(|ns| ns.history.as_ref())
+                    .map(|h| lock(h).gaps())
+                    .sum(),
             )
         };
         let (queued, acks) = {
@@ -262,6 +267,7 @@ impl Server {
         s.dynamic_namespaces = dynamic;
         s.queued_bytes = queued;
         s.pending_acks = acks;
+        s.cluster_stream_gaps = gaps;
         if let Some(sessions) = &self.inner.sessions {
             s.sessions_detached = sessions.counts().detached;
         }
@@ -498,20 +504,31 @@ impl Server {
         }
         let restore = conn.take_restore(&ns.name);
         let recovery = self.inner.config.recovery.unwrap_or_default();
-        let replay = match &restore {
-            Some((rooms, from)) => {
-                for r in rooms {
+        let now = tokio::time::Instant::now();
+        let replay = match restore {
+            Some(t) => {
+                // Entries the engine had that this node had not delivered yet go to the
+                // current members first (the resuming connection gets them in its replay).
+                let mut deliver = |e: &crate::session::history::Fetched, frame| {
+                    Broadcast::from_entry(self, &ns.name, &e.filter)
+                        .except(conn.id)
+                        .deliver(ns, frame);
+                };
+                let replay = h.replay(
+                    Some((conn.id, &t.rooms, t.from.as_ref())),
+                    t.fetched,
+                    &mut deliver,
+                    recovery.max_replay,
+                    self.inner.config.max_queued_bytes,
+                    now,
+                );
+                for r in &t.rooms {
                     // Per-connection caps as for any join; a room that no longer fits is lost.
                     let _ = conn.join_room(ns, r, &self.inner.config);
                 }
-                h.replay(
-                    Some((conn.id, rooms, from.as_ref())),
-                    recovery.max_replay,
-                    self.inner.config.max_queued_bytes,
-                    tokio::time::Instant::now(),
-                )
+                replay
             }
-            None => h.replay(None, 0, 0, tokio::time::Instant::now()),
+            None => h.replay(None, None, &mut |_, _| {}, 0, 0, now),
         };
         conn.send_own(crate::session::history::encode_recovery(&ns.name, &replay));
         drop(h);
@@ -569,44 +586,6 @@ impl Server {
         if map.get(&conn.id).is_some_and(|c| Arc::ptr_eq(c, conn)) {
             map.remove(&conn.id);
         }
-    }
-
-    /// Claim the session a resume token names: a detached one's saved state, or a live one's,
-    /// taken over from its transport (which is closed with 4003).
-    pub(crate) fn claim_session(
-        &self,
-        token: &str,
-    ) -> Result<
-        (
-            SocketId,
-            crate::session::store::Saved,
-            crate::session::token::Secret,
-        ),
-        crate::session::store::Refusal,
-    > {
-        use crate::session::store::Claimed;
-        let sessions = self
-            .inner
-            .sessions
-            .as_ref()
-            .ok_or(crate::session::store::Refusal::Unknown)?;
-        let (id, claimed, presented) = sessions.claim(token).inspect_err(|_| {
-            crate::stats::Counters::inc(&self.inner.counters.sessions_refused);
-        })?;
-        let saved = match claimed {
-            Claimed::Detached(saved) => saved,
-            Claimed::Live(old) => {
-                let saved = old.take_over();
-                old.request_close(crate::conn::CloseRequest::now(
-                    crate::CloseCode::SESSION_TAKEN,
-                    "session resumed elsewhere",
-                ));
-                self.unregister_connection(&old);
-                saved
-            }
-        };
-        crate::stats::Counters::inc(&self.inner.counters.sessions_resumed);
-        Ok((id, saved, presented))
     }
 
     pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {

@@ -50,12 +50,29 @@ impl EntryFilter {
 
 struct Entry {
     offset: u64,
+    /// The offset of the entry before it in the stream (offsets need not be contiguous when an
+    /// engine assigns them).
+    prev: u64,
     at: Instant,
     frame: Utf8Bytes,
     /// `None`: the whole namespace.
     filter: Option<Box<EntryFilter>>,
 }
 
+/// An entry read back from an engine's stream, ready to replay or to deliver.
+pub(crate) struct Fetched {
+    pub(crate) offset: u64,
+    pub(crate) prev: u64,
+    /// The client frame, without `offset`/`epoch`.
+    pub(crate) frame: Utf8Bytes,
+    pub(crate) filter: EntryFilter,
+}
+
+/// What an engine's stream holds after a client's position (read before a resume).
+pub(crate) struct FetchedStream {
+    pub(crate) epoch: String,
+    pub(crate) entries: Vec<Fetched>,
+}
 /// Why nothing (or not everything) could be recovered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Unrecovered {
@@ -102,6 +119,8 @@ pub(crate) struct History {
     entries: VecDeque<Entry>,
     /// Bytes of the frames in `entries`.
     bytes: usize,
+    /// Entries lost on the way to this node (a mirror of an engine's stream).
+    gaps: u64,
     size: usize,
     max_bytes: usize,
     ttl: Duration,
@@ -124,6 +143,7 @@ impl History {
             top: 0,
             entries: VecDeque::new(),
             bytes: 0,
+            gaps: 0,
             size,
             max_bytes,
             ttl,
@@ -142,60 +162,199 @@ impl History {
         }
     }
 
-    /// Assign the next offset to an encoded event frame (`{…}` without `offset`/`epoch`), keep
-    /// it, and return the frame to deliver: the same with `,"offset":N,"epoch":"E"` before its
-    /// closing brace.
-    pub(crate) fn record(&mut self, frame: &str, filter: EntryFilter, now: Instant) -> Utf8Bytes {
-        self.top += 1;
+    /// The frame with `,"offset":N,"epoch":"E"` before its closing brace.
+    fn splice(frame: &str, offset: u64, epoch: &str) -> Utf8Bytes {
         let body = frame.strip_suffix('}').unwrap_or(frame);
         let mut out = String::with_capacity(frame.len() + 48);
         out.push_str(body);
         out.push_str(",\"offset\":");
-        let _ = write!(out, "{}", self.top);
+        let _ = write!(out, "{offset}");
         out.push_str(",\"epoch\":\"");
-        out.push_str(&self.epoch);
+        out.push_str(epoch);
         out.push_str("\"}");
-        let frame = Utf8Bytes::from(out);
+        Utf8Bytes::from(out)
+    }
+
+    fn keep(
+        &mut self,
+        offset: u64,
+        prev: u64,
+        frame: &Utf8Bytes,
+        filter: EntryFilter,
+        now: Instant,
+    ) {
         if self.size > 0 {
             self.bytes += frame.len();
             self.entries.push_back(Entry {
-                offset: self.top,
+                offset,
+                prev,
                 at: now,
                 frame: frame.clone(),
                 filter: (!filter.is_all()).then(|| Box::new(filter)),
             });
         }
         self.evict(now);
-        frame
+    }
+
+    /// Assign the next offset to an encoded event frame (`{…}` without `offset`/`epoch`), keep
+    /// it, and return the frame to deliver: the same with `,"offset":N,"epoch":"E"` before its
+    /// closing brace.
+    pub(crate) fn record(&mut self, frame: &str, filter: EntryFilter, now: Instant) -> Utf8Bytes {
+        let prev = self.top;
+        self.top += 1;
+        let out = Self::splice(frame, self.top, &self.epoch);
+        self.keep(self.top, prev, &out, filter, now);
+        out
+    }
+
+    /// Keep an entry whose position an engine assigned (a node's mirror of the cluster's
+    /// stream) and return the frame to deliver, or `None` if it was already seen. A new epoch
+    /// starts the mirror again; an entry whose `prev` is not the last one seen means entries
+    /// were lost on the way: what came before is forgotten (a resume from there reads the
+    /// engine).
+    pub(crate) fn record_at(
+        &mut self,
+        frame: &str,
+        filter: EntryFilter,
+        offset: u64,
+        prev: u64,
+        epoch: &str,
+        now: Instant,
+    ) -> Option<Utf8Bytes> {
+        if *self.epoch != *epoch {
+            self.epoch = Arc::from(epoch);
+            self.entries.clear();
+            self.bytes = 0;
+            self.top = prev;
+        }
+        if offset <= self.top {
+            return None;
+        }
+        if prev != self.top {
+            self.gaps += 1;
+            self.entries.clear();
+            self.bytes = 0;
+        }
+        self.top = offset;
+        let out = Self::splice(frame, offset, &self.epoch);
+        self.keep(offset, prev, &out, filter, now);
+        Some(out)
+    }
+
+    /// Entries lost on the way to this mirror (see [`record_at`](Self::record_at)).
+    pub(crate) fn gaps(&self) -> u64 {
+        self.gaps
     }
 
     /// What a membership starting now is told: with `from` (a resume), the events the session
     /// (`id`, in `rooms`) missed after that position, or why they cannot be given; without,
-    /// just the current position.
+    /// just the current position. `fetched`: what the engine's stream held after that position,
+    /// read just before (in a cluster with streams); the mirror then first catches up with it
+    /// (`deliver` hands each entry it had not seen yet to the current members).
     ///
     /// At most `max` events and `max_bytes` bytes of them are replayed; beyond, nothing is
     /// (`TooMany`).
     pub(crate) fn replay(
         &mut self,
         resume: Option<Resuming<'_>>,
+        fetched: Option<FetchedStream>,
+        deliver: &mut dyn FnMut(&Fetched, Utf8Bytes),
         max: usize,
         max_bytes: usize,
         now: Instant,
     ) -> Replay {
         self.evict(now);
+        let Some((id, rooms, from)) = resume else {
+            return Replay {
+                outcome: Err(Unrecovered::New),
+                events: Vec::new(),
+                epoch: self.epoch.clone(),
+                offset: self.top,
+            };
+        };
+        let outcome = match fetched {
+            None => self.missed(id, rooms, from, None, max, max_bytes),
+            Some(f) => self.missed_with(id, rooms, from, f, deliver, max, max_bytes, now),
+        };
         let mut replay = Replay {
             outcome: Err(Unrecovered::New),
             events: Vec::new(),
             epoch: self.epoch.clone(),
             offset: self.top,
         };
-        let Some((id, rooms, from)) = resume else {
-            return replay;
-        };
-        replay.outcome = self
-            .missed(id, rooms, from, max, max_bytes)
-            .map(|e| replay.events = e);
+        replay.outcome = outcome.map(|e| replay.events = e);
         replay
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn missed_with(
+        &mut self,
+        id: SocketId,
+        rooms: &[Arc<str>],
+        from: Option<&Position>,
+        f: FetchedStream,
+        deliver: &mut dyn FnMut(&Fetched, Utf8Bytes),
+        max: usize,
+        max_bytes: usize,
+        now: Instant,
+    ) -> Result<Vec<Utf8Bytes>, Unrecovered> {
+        // Catch up: entries the engine has that this node has not delivered yet go to the
+        // current members now (when they arrive live later they are duplicates, dropped).
+        for e in &f.entries {
+            let frame = if *self.epoch == *f.epoch && e.offset <= self.top {
+                continue;
+            } else {
+                self.record_at(
+                    &e.frame,
+                    clone_filter(&e.filter),
+                    e.offset,
+                    e.prev,
+                    &f.epoch,
+                    now,
+                )
+            };
+            if let Some(frame) = frame {
+                deliver(e, frame);
+            }
+        }
+        let from = from.ok_or(Unrecovered::NoOffset)?;
+        if *from.epoch != *f.epoch {
+            return Err(Unrecovered::EpochChanged);
+        }
+        // What the engine had after `from`, then what this node has beyond that.
+        let last = f.entries.last().map_or(from.offset, |e| e.offset);
+        match f.entries.first() {
+            Some(first) if first.prev != from.offset => return Err(Unrecovered::Trimmed),
+            _ => {}
+        }
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        for e in &f.entries {
+            if e.filter.admits(id, rooms) {
+                let frame = Self::splice(&e.frame, e.offset, &f.epoch);
+                bytes += frame.len() + 1;
+                if out.len() == max || bytes > max_bytes {
+                    return Err(Unrecovered::TooMany);
+                }
+                out.push(frame);
+            }
+        }
+        if self.top > last {
+            let at = Position {
+                epoch: f.epoch.clone(),
+                offset: last,
+            };
+            let rest = self.missed(
+                id,
+                rooms,
+                Some(&at),
+                Some(out.len()),
+                max,
+                max_bytes - bytes.min(max_bytes),
+            )?;
+            out.extend(rest);
+        }
+        Ok(out)
     }
 
     fn missed(
@@ -203,6 +362,7 @@ impl History {
         id: SocketId,
         rooms: &[Arc<str>],
         from: Option<&Position>,
+        already: Option<usize>,
         max: usize,
         max_bytes: usize,
     ) -> Result<Vec<Utf8Bytes>, Unrecovered> {
@@ -213,14 +373,15 @@ impl History {
         if from.offset == self.top {
             return Ok(Vec::new());
         }
-        let first_kept = self.entries.front().map_or(self.top + 1, |e| e.offset);
-        if from.offset + 1 < first_kept {
-            return Err(Unrecovered::Trimmed);
+        // Entries are in offset order: the first one after `from` must follow it directly.
+        let start = self.entries.partition_point(|e| e.offset <= from.offset);
+        match self.entries.get(start) {
+            Some(e) if e.prev == from.offset => {}
+            _ => return Err(Unrecovered::Trimmed),
         }
         let mut out = Vec::new();
         let mut bytes = 0usize;
-        // Entries are in offset order: skip to the first one after `from`.
-        let start = self.entries.partition_point(|e| e.offset <= from.offset);
+        let max = max - already.unwrap_or(0).min(max);
         for e in self.entries.range(start..) {
             if e.filter.as_ref().is_none_or(|f| f.admits(id, rooms)) {
                 bytes += e.frame.len() + 1;
@@ -231,6 +392,15 @@ impl History {
             }
         }
         Ok(out)
+    }
+}
+
+fn clone_filter(f: &EntryFilter) -> EntryFilter {
+    EntryFilter {
+        rooms: f.rooms.clone(),
+        except: f.except.clone(),
+        except_rooms: f.except_rooms.clone(),
+        only: f.only.clone(),
     }
 }
 
@@ -345,6 +515,8 @@ mod tests {
         let rooms = [lobby.clone()];
         let r = h.replay(
             Some((id(7), &rooms, Some(&at(&h, 0)))),
+            None,
+            &mut |_, _| {},
             100,
             usize::MAX,
             now,
@@ -356,13 +528,22 @@ mod tests {
         // From offset 2: only what came after.
         let r = h.replay(
             Some((id(7), &rooms, Some(&at(&h, 2)))),
+            None,
+            &mut |_, _| {},
             100,
             usize::MAX,
             now,
         );
         assert_eq!(r.events.len(), 1);
         // Up to date: recovered, nothing to send.
-        let r = h.replay(Some((id(8), &[], Some(&at(&h, 6)))), 100, usize::MAX, now);
+        let r = h.replay(
+            Some((id(8), &[], Some(&at(&h, 6)))),
+            None,
+            &mut |_, _| {},
+            100,
+            usize::MAX,
+            now,
+        );
         assert_eq!((r.outcome, r.events.len()), (Ok(()), 0));
         // Another epoch, or a position from the future.
         let other = Position {
@@ -370,34 +551,70 @@ mod tests {
             offset: 1,
         };
         assert_eq!(
-            h.replay(Some((id(8), &[], Some(&other))), 100, usize::MAX, now)
-                .outcome,
+            h.replay(
+                Some((id(8), &[], Some(&other))),
+                None,
+                &mut |_, _| {},
+                100,
+                usize::MAX,
+                now
+            )
+            .outcome,
             Err(Unrecovered::EpochChanged)
         );
         assert_eq!(
-            h.replay(Some((id(8), &[], Some(&at(&h, 7)))), 100, usize::MAX, now)
-                .outcome,
+            h.replay(
+                Some((id(8), &[], Some(&at(&h, 7)))),
+                None,
+                &mut |_, _| {},
+                100,
+                usize::MAX,
+                now
+            )
+            .outcome,
             Err(Unrecovered::EpochChanged)
         );
         assert_eq!(
-            h.replay(Some((id(8), &[], None)), 100, usize::MAX, now)
-                .outcome,
+            h.replay(
+                Some((id(8), &[], None)),
+                None,
+                &mut |_, _| {},
+                100,
+                usize::MAX,
+                now
+            )
+            .outcome,
             Err(Unrecovered::NoOffset)
         );
         assert_eq!(
-            h.replay(None, 100, usize::MAX, now).outcome,
+            h.replay(None, None, &mut |_, _| {}, 100, usize::MAX, now)
+                .outcome,
             Err(Unrecovered::New)
         );
         // More than max.
         assert_eq!(
-            h.replay(Some((id(9), &[], Some(&at(&h, 0)))), 2, usize::MAX, now)
-                .outcome,
+            h.replay(
+                Some((id(9), &[], Some(&at(&h, 0)))),
+                None,
+                &mut |_, _| {},
+                2,
+                usize::MAX,
+                now
+            )
+            .outcome,
             Err(Unrecovered::TooMany)
         );
         assert_eq!(
-            h.replay(Some((id(9), &[], Some(&at(&h, 0)))), 3, usize::MAX, now)
-                .events
-                .len(),
+            h.replay(
+                Some((id(9), &[], Some(&at(&h, 0)))),
+                None,
+                &mut |_, _| {},
+                3,
+                usize::MAX,
+                now
+            )
+            .events
+            .len(),
             3
         );
     }
@@ -411,24 +628,52 @@ mod tests {
         }
         // Kept: 3, 4, 5. From 1 (missed 2): trimmed; from 2: complete.
         assert_eq!(
-            h.replay(Some((id(1), &[], Some(&at(&h, 1)))), 100, usize::MAX, now)
-                .outcome,
+            h.replay(
+                Some((id(1), &[], Some(&at(&h, 1)))),
+                None,
+                &mut |_, _| {},
+                100,
+                usize::MAX,
+                now
+            )
+            .outcome,
             Err(Unrecovered::Trimmed)
         );
         assert_eq!(
-            h.replay(Some((id(1), &[], Some(&at(&h, 2)))), 100, usize::MAX, now)
-                .events
-                .len(),
+            h.replay(
+                Some((id(1), &[], Some(&at(&h, 2)))),
+                None,
+                &mut |_, _| {},
+                100,
+                usize::MAX,
+                now
+            )
+            .events
+            .len(),
             3
         );
         // Everything ages out; a client that saw offset 5 lost nothing.
         let later = now + Duration::from_secs(11);
         assert_eq!(
-            h.replay(Some((id(1), &[], Some(&at(&h, 4)))), 100, usize::MAX, later)
-                .outcome,
+            h.replay(
+                Some((id(1), &[], Some(&at(&h, 4)))),
+                None,
+                &mut |_, _| {},
+                100,
+                usize::MAX,
+                later
+            )
+            .outcome,
             Err(Unrecovered::Trimmed)
         );
-        let r = h.replay(Some((id(1), &[], Some(&at(&h, 5)))), 100, usize::MAX, later);
+        let r = h.replay(
+            Some((id(1), &[], Some(&at(&h, 5)))),
+            None,
+            &mut |_, _| {},
+            100,
+            usize::MAX,
+            later,
+        );
         assert_eq!((r.outcome, r.events.len(), r.offset), (Ok(()), 0, 5));
         // Size 0: offsets are assigned, nothing is kept.
         let mut none = History::new(0, usize::MAX, Duration::from_secs(10));
@@ -437,6 +682,8 @@ mod tests {
         assert_eq!(
             none.replay(
                 Some((id(1), &[], Some(&at(&none, 1)))),
+                None,
+                &mut |_, _| {},
                 100,
                 usize::MAX,
                 now
@@ -447,6 +694,8 @@ mod tests {
         assert_eq!(
             none.replay(
                 Some((id(1), &[], Some(&at(&none, 2)))),
+                None,
+                &mut |_, _| {},
                 100,
                 usize::MAX,
                 now
@@ -469,14 +718,28 @@ mod tests {
             (2, 2 * h.entries[0].frame.len())
         );
         assert_eq!(
-            h.replay(Some((id(1), &[], Some(&at(&h, 0)))), 100, usize::MAX, now)
-                .outcome,
+            h.replay(
+                Some((id(1), &[], Some(&at(&h, 0)))),
+                None,
+                &mut |_, _| {},
+                100,
+                usize::MAX,
+                now
+            )
+            .outcome,
             Err(Unrecovered::Trimmed)
         );
         assert_eq!(
-            h.replay(Some((id(1), &[], Some(&at(&h, 1)))), 100, usize::MAX, now)
-                .events
-                .len(),
+            h.replay(
+                Some((id(1), &[], Some(&at(&h, 1)))),
+                None,
+                &mut |_, _| {},
+                100,
+                usize::MAX,
+                now
+            )
+            .events
+            .len(),
             2
         );
     }

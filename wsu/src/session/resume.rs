@@ -4,7 +4,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::history::Position;
+use super::history::{FetchedStream, Position};
+
+/// What a namespace of a resumed session restores.
+pub(crate) struct Taken {
+    pub(crate) rooms: Vec<Arc<str>>,
+    pub(crate) from: Option<Position>,
+    pub(crate) fetched: Option<FetchedStream>,
+}
 use super::store::Saved;
 
 /// The resume request of an upgrade URL.
@@ -88,10 +95,22 @@ pub(crate) fn percent_decode(s: &str) -> Option<String> {
 
 /// What a resumed connection still has to restore: per namespace, its rooms and the client's
 /// position. Consumed namespace by namespace as the connection joins them again.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct Restore {
     namespaces: Vec<(Arc<str>, Vec<Arc<str>>)>,
     offsets: HashMap<String, Position>,
+    /// Per namespace, what the engine's stream held after the client's position (a cluster
+    /// with streams), read before the namespace is restored.
+    fetched: HashMap<String, FetchedStream>,
+}
+
+impl std::fmt::Debug for Restore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Restore")
+            .field("namespaces", &self.namespaces)
+            .field("offsets", &self.offsets)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Restore {
@@ -99,14 +118,33 @@ impl Restore {
         Restore {
             namespaces: saved.namespaces,
             offsets,
+            fetched: HashMap::new(),
         }
     }
 
-    /// Take what is to be restored in `ns`: its rooms and the client's position there.
-    pub(crate) fn take(&mut self, ns: &str) -> Option<(Vec<Arc<str>>, Option<Position>)> {
+    /// Take what is to be restored in `ns`: its rooms, the client's position there, and what
+    /// the engine's stream held after it.
+    pub(crate) fn take(&mut self, ns: &str) -> Option<Taken> {
         let i = self.namespaces.iter().position(|(n, _)| &**n == ns)?;
         let (_, rooms) = self.namespaces.swap_remove(i);
-        Some((rooms, self.offsets.remove(ns)))
+        Some(Taken {
+            rooms,
+            from: self.offsets.remove(ns),
+            fetched: self.fetched.remove(ns),
+        })
+    }
+
+    /// The positions to read from the engine before restoring: (namespace, position).
+    pub(crate) fn positions(&self) -> Vec<(String, Position)> {
+        self.namespaces
+            .iter()
+            .filter_map(|(n, _)| Some((n.to_string(), self.offsets.get(&**n)?.clone())))
+            .collect()
+    }
+
+    /// Keep what the engine's stream held after the client's position in `ns`.
+    pub(crate) fn set_fetched(&mut self, ns: String, f: FetchedStream) {
+        self.fetched.insert(ns, f);
     }
 
     /// The namespaces not restored yet.

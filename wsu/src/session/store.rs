@@ -5,6 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::token::{self, Secret};
@@ -54,11 +55,64 @@ pub(crate) enum Claimed {
     /// Its transport is still open (half-open TCP, or a second tab with a copied token): the
     /// caller takes the session over from it.
     Live(Arc<ConnShared>),
+    /// It is being stored in the cluster's engine: wait for that, then take it from there.
+    Parking(watch::Receiver<bool>),
+}
+
+/// A session parked in the cluster's engine (streams mode).
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct Parked {
+    pub(crate) secret: String,
+    #[serde(default)]
+    pub(crate) prev: Option<String>,
+    /// When it expires, in milliseconds since the Unix epoch.
+    pub(crate) expires_ms: u64,
+    pub(crate) namespaces: Vec<(String, Vec<String>)>,
+}
+
+impl Parked {
+    pub(crate) fn saved(&self) -> Saved {
+        Saved {
+            namespaces: self
+                .namespaces
+                .iter()
+                .map(|(n, rooms)| {
+                    (
+                        Arc::from(n.as_str()),
+                        rooms.iter().map(|r| Arc::from(r.as_str())).collect(),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// Whether `secret` is the session's current or previous secret (both compared).
+    pub(crate) fn accepts(&self, secret: &Secret) -> bool {
+        let cur = Secret::decode(&self.secret).is_some_and(|s| s.matches(secret));
+        let prev = self
+            .prev
+            .as_deref()
+            .and_then(Secret::decode)
+            .is_some_and(|s| s.matches(secret));
+        cur | prev
+    }
+}
+
+pub(crate) fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 enum State {
     Live(Weak<ConnShared>),
-    Detached { saved: Saved, expires: Instant },
+    Detached {
+        saved: Saved,
+        expires: Instant,
+    },
+    /// Being stored in the cluster's engine (streams mode); `true` once stored (the entry is
+    /// then removed: the engine has the session).
+    Parking(watch::Receiver<bool>),
 }
 
 struct Entry {
@@ -175,6 +229,7 @@ impl Sessions {
                 Ok((id, Claimed::Detached(saved), secret))
             }
             State::Detached { .. } => Err(Refusal::Unknown),
+            State::Parking(rx) => Ok((id, Claimed::Parking(rx), secret)),
             State::Live(weak) => match weak.upgrade() {
                 Some(conn) if !conn.is_closed() => Ok((id, Claimed::Live(conn), secret)),
                 _ => Err(Refusal::Unknown),
@@ -191,6 +246,55 @@ impl Sessions {
                 e.prev = None;
             }
         }
+    }
+
+    /// Streams mode: a transport ended and its session goes to the engine. Returns what to
+    /// store and the sender that marks it stored; `None` if the session is not this
+    /// transport's.
+    pub(crate) fn park(
+        &self,
+        conn: &Arc<ConnShared>,
+        saved: &Saved,
+    ) -> Option<(Parked, watch::Sender<bool>)> {
+        let mut store = lock(&self.store);
+        let e = store.map.get_mut(&conn.id)?;
+        if !matches!(&e.state, State::Live(w) if std::ptr::eq(w.as_ptr(), Arc::as_ptr(conn))) {
+            return None;
+        }
+        let (tx, rx) = watch::channel(false);
+        e.state = State::Parking(rx);
+        let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
+        let parked = Parked {
+            secret: e.secret.encode(),
+            prev: e.prev.map(|p| p.encode()),
+            expires_ms: unix_ms().saturating_add(ttl_ms),
+            namespaces: saved
+                .namespaces
+                .iter()
+                .map(|(n, rooms)| (n.to_string(), rooms.iter().map(|r| r.to_string()).collect()))
+                .collect(),
+        };
+        Some((parked, tx))
+    }
+
+    /// Streams mode: the parked session is in the engine (or could not be stored): forget it
+    /// here.
+    pub(crate) fn parked(&self, id: SocketId) {
+        let mut store = lock(&self.store);
+        if matches!(
+            store.map.get(&id),
+            Some(Entry {
+                state: State::Parking(_),
+                ..
+            })
+        ) {
+            store.map.remove(&id);
+        }
+    }
+
+    /// The session TTL.
+    pub(crate) fn ttl(&self) -> Duration {
+        self.ttl
     }
 
     /// A transport ended: keep its session for the TTL with `saved`, or end it (`None`).

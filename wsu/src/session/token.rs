@@ -45,6 +45,21 @@ impl Secret {
     }
 }
 
+impl Secret {
+    /// The secret alone, in base64url (to store a parked session in an engine).
+    pub(crate) fn encode(&self) -> String {
+        let mut s = String::with_capacity(43);
+        base64url(&self.0, &mut s);
+        s
+    }
+
+    /// The inverse of [`encode`](Self::encode).
+    pub(crate) fn decode(s: &str) -> Option<Secret> {
+        let bytes: [u8; SECRET_LEN] = unbase64url(s)?.try_into().ok()?;
+        Some(Secret(bytes))
+    }
+}
+
 /// Split a token into its session id and secret. `None` if it is malformed.
 pub(crate) fn parse(token: &str) -> Option<(SocketId, Secret)> {
     let (id, secret) = token.split_once('.')?;
