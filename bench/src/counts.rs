@@ -18,7 +18,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::load::counts::Work;
-use crate::orchestrate::{KINDS, Kind, bench_dir, have, node_ready, pinned};
+use crate::orchestrate::{Kind, bench_dir, have, node_ready, pinned, selected};
 use crate::procfs;
 use crate::settings::Heartbeat;
 
@@ -88,7 +88,7 @@ pub(crate) struct Opts {
     pub(crate) smoke: bool,
     /// Measure everything this many times (to show that the figures repeat).
     pub(crate) reps: usize,
-    /// Servers (keys of [`KINDS`]).
+    /// Servers (keys of `orchestrate::KINDS`, and `wsu-history`).
     pub(crate) only: Option<Vec<String>>,
     /// The system call counter (default: perf when its tracepoints work, else strace).
     pub(crate) syscalls: Option<SysCounter>,
@@ -836,12 +836,20 @@ fn tables(all: &BTreeMap<String, Figures>, kinds: &[Kind]) -> String {
         }
         s.push('\n');
     }
-    for (peer, title) in [("raw", "raw tungstenite"), ("sioxide", "socketioxide")] {
+    for (peer, title) in [
+        ("raw", "raw tungstenite"),
+        ("sioxide", "socketioxide"),
+        ("wsu", "wsu (history off)"),
+    ] {
         let Some(p) = all.get(peer) else { continue };
+        if peer == "wsu" && !all.contains_key("wsu-history") {
+            continue;
+        }
         s.push('\n');
         head(&mut s, &format!("÷ {title}"));
         for k in kinds {
-            if k.key == peer {
+            // Beside wsu with history off, only the history-on variant.
+            if k.key == peer || (peer == "wsu" && k.key != "wsu-history") {
                 continue;
             }
             let Some(f) = all.get(k.key) else { continue };
@@ -896,11 +904,11 @@ fn tables(all: &BTreeMap<String, Figures>, kinds: &[Kind]) -> String {
     s
 }
 
-/// The functions of `wsu`'s path (per unit) that raw's does not have, and those it spends more
-/// in than raw, by self and by inclusive cost.
+/// The functions of server `a`'s path (per unit) that `b`'s does not have, and those it spends
+/// more in than `b`, by self and by inclusive cost (`a`, `b`: key and per-function costs).
 fn function_tables(
-    wsu: &BTreeMap<String, f64>,
-    raw: &BTreeMap<String, f64>,
+    (a_name, a): (&str, &BTreeMap<String, f64>),
+    (b_name, b): (&str, &BTreeMap<String, f64>),
     top: usize,
     what: &str,
     unit: &str,
@@ -913,23 +921,23 @@ fn function_tables(
             n.to_owned()
         }
     };
-    let mut only: Vec<(&String, f64)> = wsu
+    let mut only: Vec<(&String, f64)> = a
         .iter()
-        .filter(|(n, v)| **v > 0.0 && raw.get(*n).is_none_or(|r| r.abs() < 0.5))
+        .filter(|(n, v)| **v > 0.0 && b.get(*n).is_none_or(|r| r.abs() < 0.5))
         .map(|(n, v)| (n, *v))
         .collect();
-    only.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let mut more: Vec<(&String, f64, f64)> = wsu
+    only.sort_by(|x, y| y.1.total_cmp(&x.1));
+    let mut more: Vec<(&String, f64, f64)> = a
         .iter()
         .filter_map(|(n, v)| {
-            let r = raw.get(n).copied()?;
+            let r = b.get(n).copied()?;
             (r.abs() >= 0.5 && *v > r).then_some((n, *v, r))
         })
         .collect();
-    more.sort_by(|a, b| (b.1 - b.2).total_cmp(&(a.1 - a.2)));
+    more.sort_by(|x, y| (y.1 - y.2).total_cmp(&(x.1 - x.2)));
     let mut s = format!(
-        "Functions on wsu's path that raw's does not have, by {what} instructions per {unit}:\n\n\
-         | function | wsu |\n|---|---:|\n"
+        "Functions on {a_name}'s path that {b_name}'s does not have, by {what} instructions per \
+         {unit}:\n\n| function | {a_name} |\n|---|---:|\n"
     );
     for (n, v) in only.iter().take(top) {
         s.push_str(&format!(
@@ -943,8 +951,9 @@ fn function_tables(
         return s;
     }
     s.push_str(&format!(
-        "\nFunctions on both paths where wsu spends the most more than raw, by {what} \
-         instructions per {unit}:\n\n| function | wsu | raw | wsu − raw |\n|---|---:|---:|---:|\n"
+        "\nFunctions on both paths where {a_name} spends the most more than {b_name}, by {what} \
+         instructions per {unit}:\n\n| function | {a_name} | {b_name} | {a_name} − {b_name} |\n\
+         |---|---:|---:|---:|\n"
     ));
     for (n, v, r) in more.iter().take(top) {
         s.push_str(&format!(
@@ -1069,15 +1078,7 @@ pub(crate) fn run(opts: Opts) -> Result<(), String> {
              measure with --release"
         );
     }
-    let mut kinds: Vec<Kind> = KINDS
-        .iter()
-        .copied()
-        .filter(|k| {
-            opts.only
-                .as_ref()
-                .is_none_or(|o| o.iter().any(|x| x == k.key))
-        })
-        .collect();
+    let mut kinds = selected(opts.only.as_deref());
     let mut notes = Vec::new();
     if kinds.iter().any(|k| k.key == "node")
         && let Err(why) = node_ready()
@@ -1120,7 +1121,7 @@ pub(crate) fn run(opts: Opts) -> Result<(), String> {
             // The smoke run (CI, under a minute) counts instructions for wsu and the raw
             // server only: every valgrind start costs seconds (node's, 15 s, and its runs
             // minutes); all four servers go under the syscall counter.
-            if use_callgrind && (!opts.smoke || matches!(kind.key, "wsu" | "raw")) {
+            if use_callgrind && (!opts.smoke || matches!(kind.key, "wsu" | "wsu-history" | "raw")) {
                 counters.push(Counter::Callgrind);
             } else if use_callgrind {
                 notes.push(format!(
@@ -1249,45 +1250,53 @@ pub(crate) fn run(opts: Opts) -> Result<(), String> {
         println!("{spread}");
     }
 
-    // Where wsu's instructions go that raw's do not.
+    // Where wsu's instructions go that raw's do not; where wsu with history on spends more
+    // than with history off.
     let mut funcs_json = serde_json::Map::new();
     let mut funcs_text = String::new();
     if opts.top > 0 {
-        for run in [Run::Acks, Run::Acks8, Run::Rounds] {
-            let unit = run.unit();
-            let per_kind = |key: &str, inclusive: bool| -> Option<BTreeMap<String, f64>> {
-                let base = cg_files.get(&(key.to_owned(), Run::Base))?;
-                let more = cg_files.get(&(key.to_owned(), run))?;
-                match function_delta(base, more, sizes.units(run), inclusive) {
-                    Ok(m) => Some(m),
-                    Err(e) => {
-                        eprintln!("no function profile of {key}: {e}");
-                        None
+        let pairs: [(&str, &str, &[Run]); 2] = [
+            ("wsu", "raw", &[Run::Acks, Run::Acks8, Run::Rounds]),
+            ("wsu-history", "wsu", &[Run::Rounds, Run::Rounds10]),
+        ];
+        for (a_key, b_key, runs) in pairs {
+            for &run in runs {
+                let unit = run.unit();
+                let per_kind = |key: &str, inclusive: bool| -> Option<BTreeMap<String, f64>> {
+                    let base = cg_files.get(&(key.to_owned(), Run::Base))?;
+                    let more = cg_files.get(&(key.to_owned(), run))?;
+                    match function_delta(base, more, sizes.units(run), inclusive) {
+                        Ok(m) => Some(m),
+                        Err(e) => {
+                            eprintln!("no function profile of {key}: {e}");
+                            None
+                        }
                     }
-                }
-            };
-            for inclusive in [false, true] {
-                let what = if inclusive { "inclusive" } else { "self" };
-                let (Some(w), Some(r)) = (per_kind("wsu", inclusive), per_kind("raw", inclusive))
-                else {
-                    continue;
                 };
-                funcs_text.push_str(&format!(
-                    "\n#### {unit}, {what}\n\n{}",
-                    function_tables(&w, &r, opts.top, what, unit)
-                ));
-                for (key, m) in [("wsu", &w), ("raw", &r)] {
-                    let mut v: Vec<(&String, &f64)> = m.iter().collect();
-                    v.sort_by(|a, b| b.1.total_cmp(a.1));
-                    let top: serde_json::Map<String, serde_json::Value> = v
-                        .into_iter()
-                        .take(100)
-                        .map(|(n, x)| (n.clone(), serde_json::json!(x)))
-                        .collect();
-                    funcs_json.insert(
-                        format!("{key}.{}.{what}", run.name()),
-                        serde_json::Value::Object(top),
-                    );
+                for inclusive in [false, true] {
+                    let what = if inclusive { "inclusive" } else { "self" };
+                    let (Some(a), Some(b)) =
+                        (per_kind(a_key, inclusive), per_kind(b_key, inclusive))
+                    else {
+                        continue;
+                    };
+                    funcs_text.push_str(&format!(
+                        "\n#### {a_key} beside {b_key}: {unit}, {what}\n\n{}",
+                        function_tables((a_key, &a), (b_key, &b), opts.top, what, unit)
+                    ));
+                    for (key, m) in [(a_key, &a), (b_key, &b)] {
+                        let mut v: Vec<(&String, &f64)> = m.iter().collect();
+                        v.sort_by(|x, y| y.1.total_cmp(x.1));
+                        let top: serde_json::Map<String, serde_json::Value> = v
+                            .into_iter()
+                            .take(100)
+                            .map(|(n, x)| (n.clone(), serde_json::json!(x)))
+                            .collect();
+                        funcs_json.insert(
+                            format!("{key}.{}.{what}", run.name()),
+                            serde_json::Value::Object(top),
+                        );
+                    }
                 }
             }
         }

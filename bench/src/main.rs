@@ -4,12 +4,14 @@
 //! ```text
 //! wsu-bench all [--smoke | --quick | --full] [--reps N] [--only wsu,sioxide,node,raw]
 //!               [--plans full-a,full-b] [--out DIR] [--wait-load 0.7] [--plots | --no-plots]
-//! wsu-bench counts [--smoke] [--reps N] [--only ...] [--syscalls perf|strace] [--skip callgrind|syscalls]
+//! wsu-bench counts [--smoke] [--reps N] [--only wsu,wsu-history,...] [--syscalls perf|strace] [--skip callgrind|syscalls]
 //!                  [--members M] [--rounds N] [--acks K] [--top N] [--out DIR]
 //!                                                     instructions and system calls per delivery and per ack
 //! wsu-bench cluster [--smoke] [--engine redis|nats] [--only wsu,sioxide] [--members N]
 //!                   [--reps N] [--ms T] [--out DIR]  broadcast across a two-node cluster
-//! wsu-bench server <wsu|sioxide|raw> [--port N] [--redis URL | --nats URL]
+//! wsu-bench replay [--smoke] [--runs N] [--missed 1000,0] [--warmup N] [--bytes B] [--out DIR]
+//!                                                     time to resume a session that missed N broadcasts
+//! wsu-bench server <wsu|wsu-history|sioxide|raw> [--port N] [--redis URL | --nats URL]
 //!                  [--ping-interval-ms N] [--ping-timeout-ms N]
 //!                                                     one server under test (a cluster node
 //!                                                     with a broker)
@@ -26,6 +28,7 @@ mod load;
 mod orchestrate;
 mod plot;
 mod procfs;
+mod replay;
 mod report;
 mod servers;
 mod settings;
@@ -37,11 +40,12 @@ use orchestrate::{Mode, Opts};
 const USAGE: &str = "usage:
   wsu-bench all [--smoke | --quick | --full] [--reps N] [--only wsu,sioxide,node,raw]
                 [--plans full-a,full-b,full-c] [--out DIR] [--wait-load LOAD] [--plots | --no-plots]
-  wsu-bench counts [--smoke] [--reps N] [--only wsu,sioxide,node,raw] [--syscalls perf|strace]
+  wsu-bench counts [--smoke] [--reps N] [--only wsu,wsu-history,sioxide,node,raw] [--syscalls perf|strace]
                    [--skip callgrind|syscalls] [--members M] [--rounds N] [--acks K] [--top N] [--out DIR]
   wsu-bench cluster [--smoke] [--engine redis|nats] [--only wsu,sioxide] [--members N] [--reps N]
                     [--ms T] [--out DIR]
-  wsu-bench server <wsu|sioxide|raw> [--port N] [--redis URL | --nats URL]
+  wsu-bench replay [--smoke] [--runs N] [--missed 1000,0] [--warmup N] [--bytes B] [--out DIR]
+  wsu-bench server <wsu|wsu-history|sioxide|raw> [--port N] [--redis URL | --nats URL]
                    [--ping-interval-ms N] [--ping-timeout-ms N]
   wsu-bench gen --proto <wsu|sio> --addr HOST:PORT --pid PID --plan <smoke|quick|full-a|full-b|full-c>
                 [--addr2 HOST:PORT --pid2 PID] [--broker-pid PID]
@@ -219,6 +223,38 @@ fn cluster(args: &[String]) -> Result<(), String> {
     cluster::run(opts)
 }
 
+fn replay(args: &[String]) -> Result<(), String> {
+    let mut opts = replay::Opts {
+        smoke: false,
+        runs: None,
+        missed: None,
+        warmup: None,
+        bytes: 78,
+        out: None,
+    };
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--smoke" => opts.smoke = true,
+            "--runs" => opts.runs = Some(parse(value(args, &mut i, "--runs")?, "--runs")?),
+            "--warmup" => opts.warmup = Some(parse(value(args, &mut i, "--warmup")?, "--warmup")?),
+            "--missed" => {
+                let v = list(value(args, &mut i, "--missed")?);
+                opts.missed = Some(
+                    v.iter()
+                        .map(|x| parse(x, "--missed"))
+                        .collect::<Result<_, _>>()?,
+                );
+            }
+            "--bytes" => opts.bytes = parse(value(args, &mut i, "--bytes")?, "--bytes")?,
+            "--out" => opts.out = Some(value(args, &mut i, "--out")?.into()),
+            other => return Err(format!("unknown option {other}\n{USAGE}")),
+        }
+        i += 1;
+    }
+    replay::run(opts)
+}
+
 fn generator(args: &[String]) -> Result<(), String> {
     let (mut proto, mut addr, mut pid, mut plan) = (None, None, None, None);
     let (mut addr2, mut pid2, mut broker_pid) = (None, None, None);
@@ -288,9 +324,9 @@ fn medians_of(
 ) -> Result<(orchestrate::Medians, Vec<orchestrate::Kind>), String> {
     let med: orchestrate::Medians = serde_json::from_value(v["medians"].clone())
         .map_err(|e| format!("{path}: medians: {e}"))?;
-    let kinds = orchestrate::KINDS
-        .iter()
-        .copied()
+    let keys: Vec<String> = med.keys().cloned().collect();
+    let kinds = orchestrate::selected(Some(&keys))
+        .into_iter()
         .filter(|k| med.contains_key(k.key))
         .collect();
     Ok((med, kinds))
@@ -326,6 +362,7 @@ fn main() {
         Some("server") => server(&args[1..]),
         Some("counts") => counts(&args[1..]),
         Some("cluster") => cluster(&args[1..]),
+        Some("replay") => replay(&args[1..]),
         Some("gen") => generator(&args[1..]),
         Some("plot") => replot(&args[1..]),
         Some("report") => reprint(&args[1..]),

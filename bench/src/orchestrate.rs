@@ -48,6 +48,30 @@ pub(crate) const KINDS: [Kind; 4] = [
     },
 ];
 
+/// wsu with connection-state recovery on (`wsu-bench server wsu-history`, issue 15). Not one
+/// of [`KINDS`]: `all` and `counts` run it only when `--only` names it.
+pub(crate) const WSU_HISTORY: Kind = Kind {
+    key: "wsu-history",
+    title: "wsu, history on",
+    proto: "wsu",
+};
+
+/// The servers `--only` picks (every one of [`KINDS`] without it; [`WSU_HISTORY`] only when
+/// named), in the order of [`KINDS`], `wsu-history` after `wsu`.
+pub(crate) fn selected(only: Option<&[String]>) -> Vec<Kind> {
+    let named = |k: &Kind| only.is_none_or(|o| o.iter().any(|x| x == k.key));
+    let mut kinds = Vec::new();
+    for k in KINDS {
+        if named(&k) {
+            kinds.push(k);
+        }
+        if k.key == "wsu" && only.is_some_and(|o| o.iter().any(|x| x == WSU_HISTORY.key)) {
+            kinds.push(WSU_HISTORY);
+        }
+    }
+    kinds
+}
+
 /// Benchmark mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Mode {
@@ -366,15 +390,7 @@ pub(crate) fn run(opts: Opts) -> Result<(), String> {
         mode.name()
     );
 
-    let mut kinds: Vec<Kind> = KINDS
-        .iter()
-        .copied()
-        .filter(|k| {
-            opts.only
-                .as_ref()
-                .is_none_or(|o| o.iter().any(|x| x == k.key))
-        })
-        .collect();
+    let mut kinds = selected(opts.only.as_deref());
     let mut skipped = Vec::new();
     if kinds.iter().any(|k| k.key == "node")
         && let Err(why) = node_ready()

@@ -6,6 +6,10 @@
 //! `--ping-timeout-ms`) and no logging. Event semantics, the same
 //! everywhere: `join` a room (acknowledged), `pub` `{room, data}` broadcasts `msg` with `data`
 //! to the room, `echo` acknowledges with its payload.
+//!
+//! `wsu-history` is wsu with connection-state recovery on (`ServerBuilder::recovery` with
+//! wsu's default settings; `WSU_BENCH_HISTORY_SIZE` overrides the history size): every
+//! broadcast gets an offset and is kept for replay (issue 15).
 
 use std::io::Write;
 
@@ -48,7 +52,8 @@ pub(crate) fn run(
         .build()
         .map_err(|e| e.to_string())?;
     let result = match kind {
-        "wsu" => rt.block_on(wsu::serve(port, hb, broker)),
+        "wsu" => rt.block_on(wsu::serve(port, hb, broker, false)),
+        "wsu-history" => rt.block_on(wsu::serve(port, hb, broker, true)),
         "sioxide" => match broker {
             None => rt.block_on(sioxide::serve(port, hb)),
             Some(Broker::Redis(url)) => rt.block_on(sioxide::serve_redis(port, hb, &url)),
@@ -58,7 +63,11 @@ pub(crate) fn run(
         },
         "raw" if broker.is_some() => return Err("the raw server cannot cluster".to_owned()),
         "raw" => rt.block_on(raw::serve(port, hb)),
-        other => return Err(format!("unknown server `{other}` (wsu, sioxide, raw)")),
+        other => {
+            return Err(format!(
+                "unknown server `{other}` (wsu, wsu-history, sioxide, raw)"
+            ));
+        }
     };
     result.map_err(|e| format!("{kind} server: {e}"))
 }
