@@ -3,10 +3,13 @@
 //
 // Environment: WSU_CHAT_SERVER (the `chat` binary), CHROMIUM (default /usr/bin/chromium).
 //
-// Two pages (a wide one and a phone-sized one) choose nicknames, join #lobby, see each other in
-// the member list, exchange messages whose acks turn "pending" into ✓, see each other typing,
-// receive an admin announcement, and come back by themselves after the server restarts
-// (rejoining their rooms, announcing their nicknames again, sending what was written offline).
+// Two pages (a wide one, ada, and a phone-sized one, grace) choose nicknames, join #lobby, see
+// each other in the member list (wsu's presence), exchange messages whose acks turn "pending"
+// into ✓, see each other typing, receive an admin announcement, come back after ada's
+// connection is cut without a close frame (the session resumed: the messages grace posted
+// meanwhile replayed once, in order), and come back by themselves after the server restarts
+// (a new session: rejoining their rooms, announcing their nicknames again, sending what was
+// written offline). Ada's page goes through a TCP proxy in this file, which can cut it.
 // Screenshots: tests/browser/out/chat.png (wide) and chat-narrow.png (phone).
 //
 // The tests run in order and share the pages. Every wait is for an expected state (bounded by
@@ -80,6 +83,59 @@ async function killServer(child) {
   await exited;
 }
 
+/**
+ * A TCP proxy to the server on `target`: `cut()` destroys every connection through it (no close
+ * frame: the server sees the TCP connection end, the page a 1006) and refuses new ones until
+ * `restore()`.
+ */
+function startProxy(target) {
+  const pairs = new Set();
+  let down = false;
+  const srv = net.createServer((client) => {
+    if (down) {
+      client.destroy();
+      return;
+    }
+    const upstream = net.connect(target, '127.0.0.1');
+    const pair = [client, upstream];
+    pairs.add(pair);
+    const close = () => {
+      client.destroy();
+      upstream.destroy();
+      pairs.delete(pair);
+    };
+    for (const s of pair) {
+      s.on('error', close);
+      s.on('close', close);
+    }
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  return new Promise((resolve, reject) => {
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () =>
+      resolve({
+        port: srv.address().port,
+        cut() {
+          down = true;
+          for (const [a, b] of pairs) {
+            a.destroy();
+            b.destroy();
+          }
+          pairs.clear();
+        },
+        restore() {
+          down = false;
+        },
+        close() {
+          this.cut();
+          return new Promise((done) => srv.close(done));
+        },
+      }),
+    );
+  });
+}
+
 /** Wait until `fn` (run in the page) returns a truthy value; returns it. */
 async function until(page, fn, arg) {
   const handle = await page.waitForFunction(fn, arg, { timeout: WAIT, polling: 20 });
@@ -112,6 +168,7 @@ async function send(page, text) {
 
 let port;
 let server;
+let proxy; // between ada's page (`wide`) and the server
 let browser;
 let profile;
 let wide;
@@ -121,6 +178,7 @@ const pageErrors = [];
 before(async () => {
   port = await freePort();
   server = await startServer(port);
+  proxy = await startProxy(port);
   profile = await mkdtemp(path.join(os.tmpdir(), 'wsu-chat-chromium-'));
   browser = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
@@ -141,18 +199,19 @@ before(async () => {
   wide = browser.pages()[0] ?? (await browser.newPage());
   phone = await browser.newPage();
   await phone.setViewportSize({ width: 390, height: 760 });
-  for (const [label, page] of [
-    ['wide', wide],
-    ['phone', phone],
+  for (const [label, page, at] of [
+    ['wide', wide, proxy.port],
+    ['phone', phone, port],
   ]) {
     page.on('pageerror', (e) => pageErrors.push(`${label}: ${e.message}`));
-    await page.goto(`http://127.0.0.1:${port}/`);
+    await page.goto(`http://127.0.0.1:${at}/`);
     await until(page, () => window.chatReady === true && window.chatClient.state === 'connected');
   }
 }, { timeout: 60_000 });
 
 after(async () => {
   await browser?.close();
+  await proxy?.close();
   if (server) await killServer(server);
   if (profile) await rm(profile, { recursive: true, force: true });
 });
@@ -279,6 +338,54 @@ test('sending stops the typing indicator', T, async () => {
   await phone.press('#text', 'Enter');
   await until(wide, () => document.getElementById('typing').textContent === '');
   await until(wide, () => document.querySelectorAll('#messages .msg').length === 4);
+});
+
+test('a cut connection resumes its session: the messages missed are shown once, in order', T, async () => {
+  const sid = await wide.evaluate(() => window.chatClient.sessionId);
+  const texts = (page) => page.$$eval('#messages .msg-text', (els) => els.map((e) => e.textContent));
+  const before = await texts(wide);
+  // Count the page's room joins from now on.
+  await wide.evaluate(() => {
+    const c = window.chatClient;
+    const emitWithAck = c.emitWithAck.bind(c);
+    window.roomJoins = 0;
+    c.emitWithAck = (event, ...rest) => {
+      if (event === 'room:join') window.roomJoins += 1;
+      return emitWithAck(event, ...rest);
+    };
+  });
+  proxy.cut();
+  await until(wide, () => document.getElementById('conn').dataset.state === 'reconnecting');
+  // Ada's session waits on the server: she is gone from grace's member list (wsu's presence),
+  // but she did not leave (no notice), and her nickname is still hers.
+  await until(phone, () => document.querySelectorAll('#members li').length === 1);
+  assert.deepEqual(await members(phone), ['grace']);
+  const missed = ['While you were away (1)', 'While you were away (2)', 'While you were away (3)'];
+  for (const text of missed) await send(phone, text);
+  await until(phone, () => [...document.querySelectorAll('#messages .msg.mine')].every((m) => m.dataset.status === 'sent'));
+  assert.doesNotMatch(await phone.textContent('#messages'), /ada left/);
+  assert.deepEqual((await users()).map(([nick]) => nick), ['ada', 'grace']);
+
+  proxy.restore();
+  await until(wide, () => window.chatClient.state === 'connected' && document.getElementById('room-sub').textContent === '2 online');
+  assert.equal(await wide.evaluate(() => window.chatClient.recovered), true, 'the session was resumed');
+  assert.equal(await wide.evaluate(() => window.chatClient.sessionId), sid);
+  await until(wide, (n) => document.querySelectorAll('#messages .msg-text').length === n, before.length + missed.length);
+  assert.deepEqual(await texts(wide), [...before, ...missed], 'each missed message once, in order');
+  for (const page of [wide, phone]) {
+    await until(page, () => document.querySelectorAll('#members li').length === 2);
+    assert.deepEqual(await members(page), ['ada', 'grace']);
+  }
+  // Still in both rooms, without having joined them again.
+  assert.equal(await wide.evaluate(() => window.roomJoins), 0);
+  assert.deepEqual(await users(), [
+    ['ada', ['lobby', 'rust']],
+    ['grace', ['lobby']],
+  ]);
+  await send(wide, 'Back without a reload');
+  await until(phone, () => [...document.querySelectorAll('#messages .msg-text')].some((m) => m.textContent === 'Back without a reload'));
+  await until(wide, () => [...document.querySelectorAll('#messages .msg.mine')].at(-1)?.dataset.status === 'sent');
+  assert.deepEqual(pageErrors, []);
 });
 
 test('server restart: the pages reconnect, rejoin, and send what was written offline', T, async () => {

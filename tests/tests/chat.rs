@@ -1,8 +1,10 @@
 //! The example chat app (`examples/chat`), end to end: its real server (`chat::build`) on
 //! `127.0.0.1:0`, driven with raw JSON frames (as the page and the seed's clients send them) and
 //! with the Rust client. Covers the seed's `chat` event and the seed client's exact exchange,
-//! nicknames, rooms, presence lists and notices, messages, typing, the bounds, the `/admin`
-//! namespace and the cleanup when a connection ends.
+//! nicknames, rooms, member lists (wsu's presence, keyed by nickname) and notices, messages,
+//! typing, the bounds, the `/admin` namespace, the cleanup when a connection ends, and sessions
+//! that outlive a dropped connection (wsu's recovery: resumed with nickname, rooms and missed
+//! messages; expired after the TTL; refused after a kick while away).
 //!
 //! Tests end without `TestServer::stop`: a graceful stop waits up to 1 s for each raw client's
 //! close reply, and these clients are not read any more; the runtime ends the server instead.
@@ -13,7 +15,8 @@ use chat::protocol::{ChatMessage, Status};
 use chat::{Config, Limits};
 use serde_json::{Value, json};
 use wsu::client::{Client as RustClient, ClientAckError};
-use wsu_tests::{Client, Closed, TestServer, header_value, http_exchange};
+use wsu_tests::resume::Session;
+use wsu_tests::{Client, Closed, TestServer, header_value, http_exchange, wait_until};
 
 const TOKEN: &str = "s3cret token/é";
 /// `TOKEN` percent-encoded, as in a URL.
@@ -31,10 +34,106 @@ async fn start(config: Config) -> TestServer {
     TestServer::start(chat::build(config).expect("the chat server builds")).await
 }
 
+/// Reading a chat connection: wsu's own frames of recovery and presence are skipped, and the
+/// stream positions of broadcast events are checked and removed, so that the tests compare the
+/// chat's messages as before. Presence is checked with [`ChatClient::recv_presence`].
+trait ChatClient {
+    /// The next message that is not a `recovery` or `presence` frame, without `offset`/`epoch`.
+    async fn recv_chat(&mut self) -> Value;
+    /// The next `presence` frame (skipping `recovery` frames only).
+    async fn recv_presence(&mut self) -> Value;
+    /// As `expect_quiet`, skipping `recovery` and `presence` frames.
+    async fn quiet(&mut self);
+    /// As `ready`, skipping `recovery` and `presence` frames.
+    async fn ready_chat(&mut self);
+}
+
+impl ChatClient for Client {
+    async fn recv_chat(&mut self) -> Value {
+        loop {
+            let mut v = self.recv().await;
+            if v["type"] == "recovery" || v["type"] == "presence" {
+                continue;
+            }
+            if let Some(m) = v.as_object_mut() {
+                let offset = m.remove("offset");
+                let epoch = m.remove("epoch");
+                assert_eq!(
+                    offset.as_ref().map(Value::is_u64),
+                    epoch.as_ref().map(Value::is_string),
+                    "offset and epoch go together"
+                );
+            }
+            return v;
+        }
+    }
+
+    async fn recv_presence(&mut self) -> Value {
+        loop {
+            let v = self.recv().await;
+            match v["type"].as_str() {
+                Some("recovery") => continue,
+                Some("presence") => return v,
+                _ => panic!("expected a presence frame, got {v}"),
+            }
+        }
+    }
+
+    async fn quiet(&mut self) {
+        self.send(json!({"type": "ping", "namespace": "/quiet-check"}))
+            .await;
+        assert_eq!(
+            self.recv_chat().await,
+            json!({"type": "pong", "namespace": "/quiet-check"}),
+            "unexpected message"
+        );
+    }
+
+    async fn ready_chat(&mut self) {
+        self.send(json!({"type": "join", "namespace": "/", "ackId": "ready"}))
+            .await;
+        assert_eq!(
+            self.recv_chat().await,
+            json!({"type": "ack", "namespace": "/", "ackId": "ready"}),
+            "unexpected message"
+        );
+    }
+}
+
+/// The next text frame as sent, skipping wsu's `recovery` and `presence` frames (as a seed
+/// client ignores them).
+async fn seed_text(c: &mut Client) -> String {
+    loop {
+        let text = c.recv_text().await;
+        if !text.starts_with(r#"{"type":"recovery","#)
+            && !text.starts_with(r#"{"type":"presence","#)
+        {
+            return text;
+        }
+    }
+}
+
+/// A broadcast frame without the `,"offset":N,"epoch":"E"` that recovery appends after `data`
+/// (checked).
+fn without_position(frame: &str) -> String {
+    let at = frame
+        .rfind(r#","offset":"#)
+        .unwrap_or_else(|| panic!("no offset in {frame}"));
+    let position: Value =
+        serde_json::from_str(&format!("{{{}", &frame[at + 1..])).expect("offset and epoch");
+    assert!(
+        position["offset"].is_u64()
+            && position["epoch"].is_string()
+            && position.as_object().map(serde_json::Map::len) == Some(2),
+        "{frame}"
+    );
+    format!("{}}}", &frame[..at])
+}
+
 /// Send `event` with `data` and an `ackId`, and return the next message (its answer).
 async fn ask(c: &mut Client, event: &str, data: Value, ack_id: &str) -> Value {
     c.emit_ack(event, data, ack_id).await;
-    c.recv().await
+    c.recv_chat().await
 }
 
 /// The `ack` answer `ack_id` to `event` in `/`, with `data`.
@@ -98,17 +197,37 @@ async fn join(c: &mut Client, room: &str) -> Value {
     answer["data"].clone()
 }
 
-/// What the other members receive when `nick` joins or leaves: a notice, then the members.
-async fn expect_notice(c: &mut Client, room: &str, kind: &str, nick: &str, members: &[&str]) {
+/// What the other members receive when `nick` joins or leaves (or is kicked): wsu's presence
+/// diff — `nick` joins or leaves under its nickname, with meta `{"nick": nick}` — then the
+/// chat's notice.
+async fn expect_notice(c: &mut Client, room: &str, kind: &str, nick: &str) {
     let since = chat::presence::now_ms().saturating_sub(60_000);
+    let p = c.recv_presence().await;
     assert_eq!(
-        without_ts(c.recv().await, since),
+        (&p["namespace"], &p["room"]),
+        (&json!("/"), &json!(room)),
+        "{p}"
+    );
+    let (side, other) = if kind == "join" {
+        ("joins", "leaves")
+    } else {
+        ("leaves", "joins")
+    };
+    let entries = p["data"][side][nick]
+        .as_array()
+        .expect("the nickname's entries");
+    assert_eq!(entries.len(), 1, "{p}");
+    assert_eq!(entries[0]["meta"], json!({ "nick": nick }), "{p}");
+    assert_eq!(p["data"][other], json!({}), "{p}");
+    assert_eq!(
+        without_ts(c.recv_chat().await, since),
         event("notice", json!({"room": room, "kind": kind, "nick": nick}))
     );
-    assert_eq!(
-        c.recv().await,
-        event("presence", json!({"room": room, "members": members}))
-    );
+}
+
+/// The member list of `room` as wsu's presence has it (what pages show).
+fn members(server: &TestServer, room: &str) -> Vec<String> {
+    chat::handlers::members(&server.server, room)
 }
 
 /// An admin connection (joined to `/admin` with the token).
@@ -119,7 +238,7 @@ async fn admin(server: &TestServer) -> Client {
     a.send(json!({"type": "join", "namespace": "/admin", "ackId": "admin"}))
         .await;
     assert_eq!(
-        a.recv().await,
+        a.recv_chat().await,
         json!({"type": "ack", "namespace": "/admin", "ackId": "admin"})
     );
     a
@@ -132,7 +251,7 @@ async fn admin_ask(a: &mut Client, event: &str, data: Value, ack_id: &str) -> Va
         msg["data"] = data;
     }
     a.send(msg).await;
-    a.recv().await
+    a.recv_chat().await
 }
 
 fn admin_ack(event: &str, ack_id: &str, data: Value) -> Value {
@@ -204,7 +323,7 @@ async fn every_handler_is_registered() {
 async fn seed_client_sequence_gets_the_seed_replies() {
     let server = start(config()).await;
     let mut other = server.client().await;
-    other.ready().await;
+    other.ready_chat().await;
     let mut seed = server.client().await;
 
     seed.send(json!({"type": "join", "namespace": "/", "room": "lobby"}))
@@ -214,22 +333,26 @@ async fn seed_client_sequence_gets_the_seed_replies() {
         r#"{"type":"event","namespace":"/","event":"chat","room":"lobby","data":{"user":"example-client","message":"hello world"},"ackId":"client-ack-1"}"#,
     )
     .await;
-    // The join has no reply: the first message is the chat's ack.
+    // The join has no reply: the first message (after wsu's hello and recovery frames, new to
+    // a seed client) is the chat's ack.
     assert_eq!(
-        seed.recv_text().await,
+        seed_text(&mut seed).await,
         r#"{"type":"ack","namespace":"/","event":"chat","data":{"status":"ok"},"ackId":"client-ack-1"}"#
     );
     assert_eq!(
-        other.recv_text().await,
+        without_position(&seed_text(&mut other).await),
         r#"{"type":"event","namespace":"/","event":"chat","data":{"user":"example-client","message":"hello world"}}"#
     );
     seed.send(json!({"type": "ping"})).await;
-    assert_eq!(seed.recv_text().await, r#"{"type":"pong","namespace":"/"}"#);
+    assert_eq!(
+        seed_text(&mut seed).await,
+        r#"{"type":"pong","namespace":"/"}"#
+    );
     // The join did happen: the seed client is in `lobby`.
     assert_eq!(server.server.room_members("/", "lobby").len(), 1);
     // Nothing else was sent to either.
-    seed.expect_quiet().await;
-    other.expect_quiet().await;
+    seed.quiet().await;
+    other.quiet().await;
 }
 
 /// A seed client that sends 100 `chat` messages in one burst (the app limits each connection to
@@ -240,7 +363,7 @@ async fn a_100_message_burst_is_delivered_in_order_all_acked_nobody_closed() {
     const BURST: usize = 100;
     let server = start(config()).await;
     let mut other = server.client().await;
-    other.ready().await;
+    other.ready_chat().await;
     let mut seed = server.client().await;
     // Pipelined: all 100 frames go out before any answer is read.
     for i in 0..BURST {
@@ -252,12 +375,12 @@ async fn a_100_message_burst_is_delivered_in_order_all_acked_nobody_closed() {
     }
     for i in 0..BURST {
         assert_eq!(
-            seed.recv().await,
+            seed.recv_chat().await,
             json!({"type": "ack", "namespace": "/", "event": "chat", "data": {"status": "ok"}, "ackId": format!("b{i}")}),
             "ack {i}"
         );
         assert_eq!(
-            other.recv().await,
+            other.recv_chat().await,
             event("chat", json!({"user": "burst", "message": format!("m{i}")})),
             "delivery {i}"
         );
@@ -270,8 +393,8 @@ async fn a_100_message_burst_is_delivered_in_order_all_acked_nobody_closed() {
         "the limit was reached: {stats:?}"
     );
     assert!(stats.closes.is_empty(), "nobody was closed: {stats:?}");
-    seed.expect_quiet().await;
-    other.expect_quiet().await;
+    seed.quiet().await;
+    other.quiet().await;
 }
 
 /// The `chat` relay checks the payload as a `ChatMessage` but sends the other clients the
@@ -281,7 +404,7 @@ async fn a_100_message_burst_is_delivered_in_order_all_acked_nobody_closed() {
 async fn chat_relays_the_senders_data_byte_for_byte() {
     let server = start(config()).await;
     let mut other = server.client().await;
-    other.ready().await;
+    other.ready_chat().await;
     let mut sender = server.client().await;
     let data = r#"{"message": "hi",  "user":"ann","n":123456789012345678901234567890,"extra":{"price":1.50,"tags":["a", null]}}"#;
     sender
@@ -290,10 +413,10 @@ async fn chat_relays_the_senders_data_byte_for_byte() {
         ))
         .await;
     assert_eq!(
-        sender.recv().await,
+        sender.recv_chat().await,
         ack("chat", "r1", json!({"status": "ok"}))
     );
-    let frame = other.recv_text().await;
+    let frame = seed_text(&mut other).await;
     #[derive(serde::Deserialize)]
     struct Received<'a> {
         event: &'a str,
@@ -304,26 +427,26 @@ async fn chat_relays_the_senders_data_byte_for_byte() {
     assert_eq!(received.event, "chat");
     assert_eq!(received.data.get(), data, "the relayed data, byte for byte");
     assert_eq!(
-        frame,
+        without_position(&frame),
         format!(r#"{{"type":"event","namespace":"/","event":"chat","data":{data}}}"#)
     );
-    sender.expect_quiet().await;
-    other.expect_quiet().await;
+    sender.quiet().await;
+    other.quiet().await;
 }
 
 #[tokio::test]
 async fn seed_chat_with_an_invalid_payload_gets_the_seed_error_event_then_an_error_answer() {
     let server = start(config()).await;
     let mut other = server.client().await;
-    other.ready().await;
+    other.ready_chat().await;
     let mut c = server.client().await;
     c.emit_ack("chat", json!({"user": "a"}), "c2").await;
     assert_eq!(
-        c.recv().await,
+        c.recv_chat().await,
         event("error", json!({"error": "invalid payload"}))
     );
     assert_eq!(
-        c.recv().await,
+        c.recv_chat().await,
         json!({
             "type": "error", "namespace": "/", "event": "chat", "ackId": "c2",
             "error": "invalid payload: missing field `message` at line 1 column 12"
@@ -332,18 +455,18 @@ async fn seed_chat_with_an_invalid_payload_gets_the_seed_error_event_then_an_err
     // Without an ackId, and without data: the seed's event, then wsu's error (always sent).
     c.send(json!({"type": "event", "event": "chat"})).await;
     assert_eq!(
-        c.recv().await,
+        c.recv_chat().await,
         event("error", json!({"error": "invalid payload"}))
     );
     assert_eq!(
-        c.recv().await,
+        c.recv_chat().await,
         json!({
             "type": "error", "namespace": "/", "event": "chat",
             "error": "invalid payload: invalid type: null, expected struct ChatMessage at line 1 column 4"
         })
     );
     // Nothing was broadcast.
-    other.expect_quiet().await;
+    other.quiet().await;
 }
 
 #[tokio::test]
@@ -366,7 +489,7 @@ async fn rooms_with_member_lists_notices_and_messages() {
         join(&mut bob, "lobby").await,
         json!({"room": "lobby", "members": ["ann", "Bob"], "history": []})
     );
-    expect_notice(&mut ann, "lobby", "join", "Bob", &["ann", "Bob"]).await;
+    expect_notice(&mut ann, "lobby", "join", "Bob").await;
 
     // A message: the author gets the id and time, the others the message.
     let sent = ask(
@@ -381,7 +504,7 @@ async fn rooms_with_member_lists_notices_and_messages() {
         without_ts(sent, since),
         ack("message", "m1", json!({ "id": id }))
     );
-    let got = bob.recv().await;
+    let got = bob.recv_chat().await;
     let ts = got["data"]["ts"].clone();
     assert_eq!(
         without_ts(got, since),
@@ -399,7 +522,7 @@ async fn rooms_with_member_lists_notices_and_messages() {
     .await;
     let reply_id = reply["data"]["id"].as_u64().expect("a numeric id");
     assert!(reply_id > id, "ids increase");
-    let got = ann.recv().await;
+    let got = ann.recv_chat().await;
     assert_eq!(got["data"]["nick"], "Bob");
     assert_eq!(got["data"]["text"], "hello");
     assert_eq!(got["data"].get("cid"), None);
@@ -414,8 +537,8 @@ async fn rooms_with_member_lists_notices_and_messages() {
     );
     assert_eq!(joined["history"][1]["id"], reply_id);
     assert_eq!(joined["history"].as_array().map(Vec::len), Some(2));
-    expect_notice(&mut ann, "lobby", "join", "cy", &["ann", "Bob", "cy"]).await;
-    expect_notice(&mut bob, "lobby", "join", "cy", &["ann", "Bob", "cy"]).await;
+    expect_notice(&mut ann, "lobby", "join", "cy").await;
+    expect_notice(&mut bob, "lobby", "join", "cy").await;
 
     // Rooms are separate: a message to another room does not reach the lobby.
     join(&mut cy, "rust").await;
@@ -432,8 +555,8 @@ async fn rooms_with_member_lists_notices_and_messages() {
         ask(&mut bob, "room:leave", json!({"room": "LOBBY"}), "l1").await,
         ack("room:leave", "l1", json!({"room": "lobby"}))
     );
-    expect_notice(&mut ann, "lobby", "leave", "Bob", &["ann", "cy"]).await;
-    expect_notice(&mut cy, "lobby", "leave", "Bob", &["ann", "cy"]).await;
+    expect_notice(&mut ann, "lobby", "leave", "Bob").await;
+    expect_notice(&mut cy, "lobby", "leave", "Bob").await;
     ask(
         &mut ann,
         "message",
@@ -441,9 +564,9 @@ async fn rooms_with_member_lists_notices_and_messages() {
         "m4",
     )
     .await;
-    assert_eq!(cy.recv().await["data"]["text"], "bye");
-    bob.expect_quiet().await;
-    ann.expect_quiet().await;
+    assert_eq!(cy.recv_chat().await["data"]["text"], "bye");
+    bob.quiet().await;
+    ann.quiet().await;
     assert_eq!(
         ask(&mut bob, "room:leave", json!({"room": "lobby"}), "l2").await,
         chat_error("room:leave", "l2", "you are not in #lobby", "not_in_room")
@@ -517,35 +640,39 @@ async fn nickname_rules() {
     let answer = ask(&mut c, "nick", json!({ "nick": long }), "n7").await;
     assert_eq!(answer["data"]["nick"], long.as_str());
 
-    // Renaming tells the rooms (a notice naming the old nickname, then the members).
+    // Renaming tells the rooms: wsu's presence moves the connection from the old nickname to
+    // the new one, then a notice names the old nickname.
     join(&mut ann, "lobby").await;
     join(&mut c, "lobby").await;
     let since = chat::presence::now_ms();
-    ann.recv().await; // the join notice
-    ann.recv().await; // the presence
+    ann.recv_chat().await; // the join notice
     let renamed = ask(&mut c, "nick", json!({"nick": "zed"}), "n8").await;
     assert_eq!(renamed["data"]["nick"], "zed");
     assert_eq!(renamed["data"]["rooms"], json!(["lobby"]));
+    let p = ann.recv_presence().await;
+    assert_eq!(p["data"]["joins"]["zed"][0]["meta"], json!({"nick": "zed"}));
     assert_eq!(
-        without_ts(ann.recv().await, since),
+        p["data"]["leaves"][&long][0]["meta"],
+        json!({ "nick": long })
+    );
+    assert_eq!(
+        p["data"]["joins"]["zed"][0]["sid"],
+        p["data"]["leaves"][&long][0]["sid"]
+    );
+    assert_eq!(
+        without_ts(ann.recv_chat().await, since),
         event(
             "notice",
             json!({"room": "lobby", "kind": "nick", "nick": "zed", "from": long})
         )
     );
-    assert_eq!(
-        ann.recv().await,
-        event(
-            "presence",
-            json!({"room": "lobby", "members": ["Ann", "zed"]})
-        )
-    );
+    assert_eq!(members(&server, "lobby"), ["Ann", "zed"]);
     // The old nickname is free again; asking for one's own nickname changes nothing.
     let (_other, _) = user(&server, &long).await;
     let same = ask(&mut ann, "nick", json!({"nick": "Ann"}), "n9").await;
     assert_eq!(same["data"]["nick"], "Ann");
-    c.expect_quiet().await;
-    ann.expect_quiet().await;
+    c.quiet().await;
+    ann.quiet().await;
 }
 
 #[tokio::test]
@@ -556,8 +683,7 @@ async fn a_resume_key_takes_the_nickname_and_its_rooms_over_from_a_stale_connect
     join(&mut old, "rust").await;
     let (mut bob, _) = user(&server, "bob").await;
     join(&mut bob, "lobby").await;
-    old.recv().await; // bob's join notice
-    old.recv().await; // the presence
+    old.recv_chat().await; // bob's join notice
 
     // Without the key (or with a wrong one) the nickname is taken.
     let mut new = server.client().await;
@@ -603,12 +729,12 @@ async fn a_resume_key_takes_the_nickname_and_its_rooms_over_from_a_stale_connect
         "m1",
     )
     .await;
-    assert_eq!(new.recv().await["data"]["text"], "still there?");
+    assert_eq!(new.recv_chat().await["data"]["text"], "still there?");
     // Joining again (as the page does after reconnecting) changes nothing and tells nobody.
     let joined = join(&mut new, "lobby").await;
     assert_eq!(joined["members"], json!(["ann", "bob"]));
     assert_eq!(joined["history"][0]["text"], "still there?");
-    bob.expect_quiet().await;
+    bob.quiet().await;
     // A connection that already has a nickname cannot take another one over.
     let (mut cy, _) = user(&server, "cy").await;
     assert_eq!(
@@ -632,8 +758,7 @@ async fn message_rules_and_cid_deduplication() {
     let (mut bob, _) = user(&server, "bob").await;
     join(&mut ann, "lobby").await;
     join(&mut bob, "lobby").await;
-    ann.recv().await;
-    ann.recv().await;
+    ann.recv_chat().await; // bob's join notice
     let cases = [
         (
             json!({"room": "rust", "text": "hi"}),
@@ -677,7 +802,7 @@ async fn message_rules_and_cid_deduplication() {
     )
     .await;
     assert_eq!(ok["type"], "ack");
-    assert_eq!(bob.recv().await["data"]["text"], "éééééééééé");
+    assert_eq!(bob.recv_chat().await["data"]["text"], "éééééééééé");
     // The same cid again (a retry after a reconnection): the same ack, nothing broadcast.
     let again = ask(
         &mut ann,
@@ -687,7 +812,7 @@ async fn message_rules_and_cid_deduplication() {
     )
     .await;
     assert_eq!(again["data"], ok["data"]);
-    bob.expect_quiet().await;
+    bob.quiet().await;
     // Another author may use the same cid.
     let bobs = ask(
         &mut bob,
@@ -697,7 +822,7 @@ async fn message_rules_and_cid_deduplication() {
     )
     .await;
     assert!(bobs["data"]["id"].as_u64() > ok["data"]["id"].as_u64());
-    assert_eq!(ann.recv().await["data"]["text"], "mine");
+    assert_eq!(ann.recv_chat().await["data"]["text"], "mine");
 }
 
 #[tokio::test]
@@ -712,8 +837,7 @@ async fn typing_is_relayed_to_the_room_throttled_and_never_answered_with_an_erro
     join(&mut ann, "lobby").await;
     join(&mut bob, "lobby").await;
     join(&mut cy, "rust").await;
-    ann.recv().await;
-    ann.recv().await;
+    ann.recv_chat().await; // bob's join notice
 
     let typing = |typing: bool| json!({"type": "event", "event": "typing", "data": {"room": "lobby", "typing": typing}});
     ann.send(typing(true)).await;
@@ -752,15 +876,15 @@ async fn typing_is_relayed_to_the_room_throttled_and_never_answered_with_an_erro
             json!({"room": "lobby", "nick": "ann", "typing": typing}),
         )
     };
-    assert_eq!(bob.recv().await, update(true));
-    assert_eq!(bob.recv().await, update(false));
-    assert_eq!(bob.recv().await, update(true));
-    assert_eq!(bob.recv().await["event"], "message");
-    assert_eq!(bob.recv().await, update(true));
-    bob.expect_quiet().await;
-    ann.expect_quiet().await;
-    cy.expect_quiet().await;
-    anon.expect_quiet().await;
+    assert_eq!(bob.recv_chat().await, update(true));
+    assert_eq!(bob.recv_chat().await, update(false));
+    assert_eq!(bob.recv_chat().await, update(true));
+    assert_eq!(bob.recv_chat().await["event"], "message");
+    assert_eq!(bob.recv_chat().await, update(true));
+    bob.quiet().await;
+    ann.quiet().await;
+    cy.quiet().await;
+    anon.quiet().await;
 }
 
 #[tokio::test]
@@ -823,7 +947,10 @@ async fn rooms_members_and_memberships_are_bounded() {
 
 #[tokio::test]
 async fn a_closed_connection_leaves_its_rooms_and_frees_its_nickname() {
-    let server = start(config()).await;
+    let mut config = config();
+    // A dropped connection's session (and nickname) is kept this long, plus a second.
+    config.limits.session_ttl = Duration::from_millis(100);
+    let server = start(config).await;
     let (mut ann, _) = user(&server, "ann").await;
     let (mut bob, _) = user(&server, "bob").await;
     let (mut cy, _) = user(&server, "cy").await;
@@ -831,20 +958,21 @@ async fn a_closed_connection_leaves_its_rooms_and_frees_its_nickname() {
     join(&mut ann, "solo").await;
     join(&mut bob, "lobby").await;
     join(&mut cy, "lobby").await;
-    expect_notice(&mut ann, "lobby", "join", "bob", &["ann", "bob"]).await;
-    expect_notice(&mut ann, "lobby", "join", "cy", &["ann", "bob", "cy"]).await;
-    expect_notice(&mut bob, "lobby", "join", "cy", &["ann", "bob", "cy"]).await;
+    expect_notice(&mut ann, "lobby", "join", "bob").await;
+    expect_notice(&mut ann, "lobby", "join", "cy").await;
+    expect_notice(&mut bob, "lobby", "join", "cy").await;
 
     // A close frame.
     assert_eq!(
         ann.close(1000, "bye").await,
         Closed::Frame(1000, "bye".to_owned())
     );
-    expect_notice(&mut bob, "lobby", "leave", "ann", &["bob", "cy"]).await;
-    expect_notice(&mut cy, "lobby", "leave", "ann", &["bob", "cy"]).await;
-    // A connection that drops without one.
+    expect_notice(&mut bob, "lobby", "leave", "ann").await;
+    expect_notice(&mut cy, "lobby", "leave", "ann").await;
+    // A connection that drops without one: it leaves wsu's presence at once, and the chat
+    // after the session TTL (it was not resumed).
     drop(bob);
-    expect_notice(&mut cy, "lobby", "leave", "bob", &["cy"]).await;
+    expect_notice(&mut cy, "lobby", "leave", "bob").await;
 
     // Both nicknames are free, and `solo` is gone with its last member.
     let (_ann, _) = user(&server, "ANN").await;
@@ -858,6 +986,167 @@ async fn a_closed_connection_leaves_its_rooms_and_frees_its_nickname() {
             json!([{"room": "lobby", "members": ["cy"], "messages": 0}])
         )
     );
+}
+
+/// The next answer (`ack` or `error`) of a resumable raw session, skipping other frames.
+async fn answer(s: &mut Session) -> Value {
+    loop {
+        let v = s.next().await;
+        if v["type"] == "ack" || v["type"] == "error" {
+            return v;
+        }
+    }
+}
+
+/// A raw resumable session with nickname `nick`, in `room`.
+async fn session_in(server: &TestServer, nick: &str, room: &str) -> Session {
+    let mut s = Session::connect(server.addr).await;
+    s.client
+        .emit_ack("nick", json!({ "nick": nick }), "n")
+        .await;
+    assert_eq!(answer(&mut s).await["data"]["nick"], nick);
+    s.client
+        .emit_ack("room:join", json!({ "room": room }), "j")
+        .await;
+    assert_eq!(answer(&mut s).await["type"], "ack");
+    s
+}
+
+fn registry(server: &TestServer) -> std::sync::Arc<chat::presence::Presence> {
+    server.server.state().expect("the registry")
+}
+
+fn detached(server: &TestServer, sid: &str) -> bool {
+    let id = wsu::SocketId::parse(sid).expect("an id");
+    registry(server).lock().is_detached(id)
+}
+
+#[tokio::test]
+async fn a_dropped_connection_resumes_its_session_with_its_nickname_rooms_and_missed_messages() {
+    let server = start(config()).await;
+    let (mut ann, _) = user(&server, "ann").await;
+    join(&mut ann, "lobby").await;
+    let bob = session_in(&server, "bob", "lobby").await;
+    expect_notice(&mut ann, "lobby", "join", "bob").await;
+    let sid = bob.sid();
+
+    // The TCP connection drops, no close frame: bob leaves wsu's presence, but keeps his
+    // nickname and rooms in the chat, and nobody gets a notice.
+    let (token, positions) = (bob.token(), bob.positions.clone());
+    drop(bob);
+    let p = ann.recv_presence().await;
+    assert_eq!(p["data"]["leaves"]["bob"][0]["sid"], sid.as_str());
+    wait_until(|| detached(&server, &sid)).await;
+    let mut cy = server.client().await;
+    assert_eq!(
+        ask(&mut cy, "nick", json!({"nick": "bob"}), "n").await,
+        chat_error("nick", "n", "nickname is taken", "nick_taken")
+    );
+    for (i, text) in ["while you were away", "and again"].iter().enumerate() {
+        let id = format!("m{i}");
+        let sent = ask(
+            &mut ann,
+            "message",
+            json!({"room": "lobby", "text": text}),
+            &id,
+        )
+        .await;
+        assert_eq!(sent["type"], "ack");
+    }
+
+    // Resumed: the same session, the missed messages replayed in order, the room's presence
+    // with both, and the nickname kept.
+    let mut bob = Session::resume_with(server.addr, &token, positions).await;
+    assert_eq!(bob.hello["resume"], json!({"accepted": true}));
+    assert_eq!(bob.sid(), sid);
+    // The recovery frame of `/` and the presence state of `lobby`, in either order.
+    let (mut recovery, mut state) = (Value::Null, Value::Null);
+    while recovery.is_null() || state.is_null() {
+        let v = bob.next().await;
+        match v["type"].as_str() {
+            Some("recovery") => recovery = v,
+            Some("presence") => state = v,
+            _ => panic!("unexpected {v}"),
+        }
+    }
+    assert_eq!(recovery["data"]["recovered"], true, "{recovery}");
+    let texts: Vec<&Value> = recovery["data"]["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| &e["data"]["text"])
+        .collect();
+    assert_eq!(texts, ["while you were away", "and again"]);
+    assert_eq!(state["room"], "lobby", "{state}");
+    let users: Vec<&String> = state["data"]["state"]
+        .as_object()
+        .expect("a state")
+        .keys()
+        .collect();
+    assert_eq!(users, ["ann", "bob"]);
+    assert_eq!(
+        state["data"]["state"]["bob"][0]["meta"],
+        json!({"nick": "bob"})
+    );
+    assert!(!detached(&server, &sid));
+    bob.client
+        .emit_ack("nick", json!({"nick": "bob"}), "n2")
+        .await;
+    assert_eq!(answer(&mut bob).await["data"]["rooms"], json!(["lobby"]));
+    bob.client
+        .emit_ack("message", json!({"room": "lobby", "text": "back"}), "m")
+        .await;
+    assert_eq!(answer(&mut bob).await["type"], "ack");
+    // ann saw bob come back in the presence, and his message; no notice.
+    let p = ann.recv_presence().await;
+    assert_eq!(p["data"]["joins"]["bob"][0]["sid"], sid.as_str());
+    assert_eq!(ann.recv_chat().await["data"]["text"], "back");
+    ann.quiet().await;
+    assert_eq!(members(&server, "lobby"), ["ann", "bob"]);
+}
+
+#[tokio::test]
+async fn a_session_not_resumed_in_time_ends_and_one_kicked_while_away_is_refused() {
+    let mut config = config();
+    config.limits.session_ttl = Duration::from_millis(100);
+    let server = start(config).await;
+    let (mut ann, _) = user(&server, "ann").await;
+    join(&mut ann, "lobby").await;
+    let bob = session_in(&server, "bob", "lobby").await;
+    expect_notice(&mut ann, "lobby", "join", "bob").await;
+    let token = bob.token();
+    drop(bob);
+    // After the TTL (and the chat's margin): the leave notice, the nickname is free, and the
+    // token is no good any more.
+    expect_notice(&mut ann, "lobby", "leave", "bob").await;
+    let (_cy, _) = user(&server, "bob").await;
+    let late = Session::resume_with(server.addr, &token, Default::default()).await;
+    assert_eq!(
+        late.hello["resume"],
+        json!({"accepted": false, "reason": "unknown session"})
+    );
+
+    // Kicked while away: the nickname is free at once, and the session cannot come back.
+    let server = start(self::config()).await;
+    let dan = session_in(&server, "dan", "lobby").await;
+    let (sid, token) = (dan.sid(), dan.token());
+    drop(dan);
+    wait_until(|| detached(&server, &sid)).await;
+    let mut a = admin(&server).await;
+    assert_eq!(
+        admin_ask(&mut a, "kick", json!({"nick": "dan"}), "k").await,
+        admin_ack("kick", "k", json!({"nick": "dan", "rooms": ["lobby"]}))
+    );
+    let mut back = Session::resume_with(server.addr, &token, Default::default()).await;
+    assert_eq!(back.hello["resume"], json!({"accepted": true}));
+    assert_eq!(
+        back.client.closed().await,
+        Closed::Frame(
+            4500,
+            "your session was ended while you were away".to_owned()
+        )
+    );
+    let (_dan, _) = user(&server, "dan").await;
 }
 
 #[tokio::test]
@@ -876,7 +1165,7 @@ async fn the_admin_namespace_refuses_without_the_right_token() {
         c.send(json!({"type": "join", "namespace": "/admin", "ackId": "a"}))
             .await;
         assert_eq!(
-            c.recv().await,
+            c.recv_chat().await,
             json!({
                 "type": "error", "namespace": "/admin", "ackId": "a",
                 "error": format!("join refused: {reason}")
@@ -887,7 +1176,7 @@ async fn the_admin_namespace_refuses_without_the_right_token() {
         c.send(json!({"type": "event", "namespace": "/admin", "event": "users", "ackId": "u"}))
             .await;
         assert_eq!(
-            c.recv().await,
+            c.recv_chat().await,
             json!({
                 "type": "error", "namespace": "/admin", "event": "users", "ackId": "u",
                 "error": "namespace not joined"
@@ -901,7 +1190,7 @@ async fn the_admin_namespace_refuses_without_the_right_token() {
     c.send(json!({"type": "join", "namespace": "/admin", "ackId": "a"}))
         .await;
     assert_eq!(
-        c.recv().await,
+        c.recv_chat().await,
         json!({"type": "ack", "namespace": "/admin", "ackId": "a"})
     );
     drop(c);
@@ -913,7 +1202,7 @@ async fn the_admin_namespace_refuses_without_the_right_token() {
     c.send(json!({"type": "join", "namespace": "/admin", "ackId": "a"}))
         .await;
     assert_eq!(
-        c.recv().await["error"],
+        c.recv_chat().await["error"],
         "join refused: the admin namespace is disabled (no CHAT_ADMIN_TOKEN)"
     );
 }
@@ -925,12 +1214,11 @@ async fn the_admin_lists_rooms_and_users_announces_and_kicks() {
     let (mut ann, _) = user(&server, "ann").await;
     let (mut bob, _) = user(&server, "bob").await;
     let mut seed = server.client().await; // no nickname: receives announcements to everyone
-    seed.ready().await;
+    seed.ready_chat().await;
     join(&mut ann, "lobby").await;
     join(&mut ann, "rust").await;
     join(&mut bob, "lobby").await;
-    ann.recv().await;
-    ann.recv().await;
+    ann.recv_chat().await; // bob's join notice
     ask(
         &mut ann,
         "message",
@@ -976,11 +1264,11 @@ async fn the_admin_lists_rooms_and_users_announces_and_kicks() {
     let announcement = event("announcement", json!({"text": "maintenance at 5"}));
     assert_eq!(without_ts(first, since), announcement);
     assert_eq!(
-        a.recv().await,
+        a.recv_chat().await,
         admin_ack("announce", "a1", json!({"delivered": 4}))
     );
     for c in [&mut ann, &mut bob, &mut seed] {
-        assert_eq!(without_ts(c.recv().await, since), announcement);
+        assert_eq!(without_ts(c.recv_chat().await, since), announcement);
     }
     assert_eq!(
         admin_ask(
@@ -993,7 +1281,7 @@ async fn the_admin_lists_rooms_and_users_announces_and_kicks() {
         admin_ack("announce", "a2", json!({"delivered": 1}))
     );
     assert_eq!(
-        without_ts(ann.recv().await, since),
+        without_ts(ann.recv_chat().await, since),
         event(
             "announcement",
             json!({"text": "rustaceans!", "room": "rust"})
@@ -1036,7 +1324,7 @@ async fn the_admin_lists_rooms_and_users_announces_and_kicks() {
         bob.closed().await,
         Closed::Frame(4510, "kicked by an admin: spam".to_owned())
     );
-    expect_notice(&mut ann, "lobby", "kick", "bob", &["ann"]).await;
+    expect_notice(&mut ann, "lobby", "kick", "bob").await;
     assert_eq!(
         admin_ask(&mut a, "kick", json!({"nick": "bob"}), "k2").await,
         json!({
@@ -1044,8 +1332,8 @@ async fn the_admin_lists_rooms_and_users_announces_and_kicks() {
             "error": "no such user", "data": {"code": "no_such_user"}
         })
     );
-    ann.expect_quiet().await;
-    seed.expect_quiet().await;
+    ann.quiet().await;
+    seed.quiet().await;
 }
 
 /// The command-line client (`cargo run -p chat --bin client`) on the Rust client: the seed
@@ -1054,7 +1342,7 @@ async fn the_admin_lists_rooms_and_users_announces_and_kicks() {
 async fn the_rust_client_does_the_seed_client_sequence() {
     let server = start(config()).await;
     let mut other = server.client().await;
-    other.ready().await;
+    other.ready_chat().await;
     let client = RustClient::builder(server.url().as_str())
         .connect()
         .await
@@ -1067,7 +1355,7 @@ async fn the_rust_client_does_the_seed_client_sequence() {
     let status: Status = client.emit_with_ack("chat", &chat).await.expect("ack");
     assert_eq!(status.status, "ok");
     assert_eq!(
-        other.recv().await,
+        other.recv_chat().await,
         event(
             "chat",
             json!({"user": "rust-client", "message": "hello from the wsu client"})

@@ -7,7 +7,7 @@
 use wsu::{CloseCode, Server, Socket, State, ws_connect, ws_event};
 
 use crate::error::ChatError;
-use crate::handlers::tell_rooms;
+use crate::handlers::{members, tell_rooms};
 use crate::presence::{
     ANNOUNCEMENT_MAX_CHARS, Presence, normalize_room, normalize_text, now_ms, same_secret,
 };
@@ -97,13 +97,14 @@ pub fn percent_decode(raw: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// `rooms`: every room with its members and message count.
+/// `rooms`: every room with its members (the connected ones: wsu's presence) and message count.
 #[ws_event(namespace = "/admin", name = "rooms")]
-pub async fn rooms(State(presence): State<Presence>, _: ()) -> Vec<RoomInfo> {
-    presence.lock().rooms_info()
+pub async fn rooms(server: Server, State(presence): State<Presence>, _: ()) -> Vec<RoomInfo> {
+    presence.lock().rooms_info(|room| members(&server, room))
 }
 
-/// `users`: every user with a nickname, with its rooms.
+/// `users`: every user with a nickname, with its rooms; users whose connection dropped are
+/// listed until their session expires (they may resume it).
 #[ws_event(namespace = "/admin", name = "users")]
 pub async fn users(State(presence): State<Presence>, _: ()) -> Vec<UserInfo> {
     presence.lock().users_info()
@@ -139,7 +140,7 @@ pub async fn announce(
 }
 
 /// `kick`: remove a user from its rooms (they see a `kick` notice) and close its connection
-/// with [`KICKED`] and the reason.
+/// with [`KICKED`] and the reason (a user whose connection is down cannot resume its session).
 #[ws_event(namespace = "/admin", name = "kick")]
 pub async fn kick(
     server: Server,
@@ -151,11 +152,7 @@ pub async fn kick(
     let departure = reg.remove(id).ok_or(ChatError::NoSuchUser)?;
     let kicked = Kicked {
         nick: departure.nick.clone(),
-        rooms: departure
-            .rooms
-            .iter()
-            .map(|(room, _)| room.clone())
-            .collect(),
+        rooms: departure.rooms.clone(),
     };
     if let Some(socket) = server.socket(id) {
         for room in &kicked.rooms {

@@ -68,6 +68,10 @@ pub struct Limits {
     pub max_connections: usize,
     /// Requests per second and burst per connection (wsu's rate limit). Default 20 / 40.
     pub rate_limit: (f64, f64),
+    /// How long the session of a dropped connection waits for its client to resume it
+    /// (wsu's [`Recovery::session_ttl`](wsu::Recovery::session_ttl)); the user keeps its
+    /// nickname and rooms meanwhile. Default 2 min.
+    pub session_ttl: Duration,
 }
 
 impl Default for Limits {
@@ -81,6 +85,7 @@ impl Default for Limits {
             typing_interval: Duration::from_secs(1),
             max_connections: 1024,
             rate_limit: (20.0, 40.0),
+            session_ttl: Duration::from_secs(120),
         }
     }
 }

@@ -1,25 +1,34 @@
 //! The handlers of namespace `/`: the seed's `chat` event, nicknames, rooms, messages, typing,
-//! and the cleanup when a connection ends. Each is an `async fn` with `#[ws_event]`, a typed
+//! and the connect and disconnect hooks. Each is an `async fn` with `#[ws_event]`, a typed
 //! payload, and its return value as the ack.
 //!
-//! In a cluster (see [`build_with_engine`](crate::build_with_engine)) the registry is per node,
-//! so what it describes is sent to this node's connections only (`.local()`: member lists and
-//! the join/leave/nick notices), while messages and typing are room broadcasts that reach every
-//! node.
+//! Member lists are wsu's presence: choosing a nickname sets the connection's presence
+//! identity ([`Socket::set_presence`], key = the nickname, meta `{"nick": ...}`), and wsu sends
+//! every room's members its `presence` frames (the state to a joiner, joins and leaves to the
+//! others, renames included). The chat itself only sends its `notice` lines.
+//!
+//! Sessions outlive a dropped connection (wsu's recovery, see [`crate::presence`] for how the
+//! registry follows): [`gone`] detaches the user instead of removing it when the session may
+//! resume, and [`hello`] takes it back when it does.
+//!
+//! In a cluster (see [`build_with_engine`](crate::build_with_engine)) the registry and wsu's
+//! presence are per node, so the join/leave/nick notices are sent to this node's connections
+//! only (`.local()`), while messages and typing are room broadcasts that reach every node.
 
+use serde_json::json;
 use serde_json::value::RawValue;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use wsu::{
-    CloseCode, DisconnectReason, HandlerError, Server, Socket, State, Typed, ws_disconnect,
-    ws_event,
+    CloseCode, DisconnectReason, HandlerError, Server, Socket, State, Typed, ws_connect,
+    ws_disconnect, ws_event,
 };
 
 use crate::error::ChatError;
-use crate::presence::{Departure, NickChange, Presence, now_ms};
+use crate::presence::{Departure, NickChange, Presence, Reattach, now_ms};
 use crate::protocol::{
-    self, ChatMessage, Joined, Left, NickAck, Notice, NoticeKind, RoomRef, SeedError, SendMessage,
-    Sent, SetNick, Status, Typing,
+    ChatMessage, Joined, Left, NickAck, Notice, NoticeKind, RoomRef, SeedError, SendMessage, Sent,
+    SetNick, Status, Typing,
 };
 
 /// Close code sent to a connection whose nickname was taken over by a newer session (with its
@@ -62,9 +71,35 @@ pub async fn chat(socket: Socket, data: Box<RawValue>) -> Result<Status, Handler
     })
 }
 
-/// `nick`: choose or change the nickname. A rename is announced to the user's rooms; a resume
+/// The connect hook of `/`. A connection that resumed a session ([`Socket::recovered`]) gets
+/// its user back: the registry marks it attached again and its presence identity is set again
+/// (wsu keeps the rooms of a session, not its identity), before wsu restores its rooms. A
+/// session the chat ended while it was detached (a kick, a nickname taken over) is refused.
+#[ws_connect]
+pub async fn hello(socket: Socket, State(presence): State<Presence>) -> Result<(), String> {
+    if !socket.recovered() {
+        return Ok(());
+    }
+    match presence.lock().reattach(*socket.id()) {
+        Reattach::User(nick) => set_identity(&socket, &nick).map_err(|e| e.to_string()),
+        Reattach::Nobody => Ok(()),
+        Reattach::Ended => Err("your session was ended while you were away".to_owned()),
+    }
+}
+
+/// The presence identity of a connection with nickname `nick`: key `nick`, meta `{"nick": nick}`.
+fn set_identity(socket: &Socket, nick: &str) -> Result<(), wsu::SendError> {
+    socket.set_presence(nick, &json!({ "nick": nick }))
+}
+
+/// `nick`: choose or change the nickname (and with it the presence identity: the user's rooms
+/// see the change in their member lists). A rename is announced to the user's rooms; a resume
 /// (see [`SetNick::resume`]) moves the rooms from the stale connection to this one and closes
 /// the stale one with [`SESSION_REPLACED`], without notices (nobody left).
+///
+/// Reconnections do not need the resume key any more: wsu resumes the session itself (same id,
+/// same rooms, same nickname). It remains for a *new* session (a reloaded page, a resume wsu
+/// refused) whose nickname is still held by the old one, open or detached.
 #[ws_event(name = "nick")]
 pub async fn nick(
     socket: Socket,
@@ -75,8 +110,10 @@ pub async fn nick(
     let mut reg = presence.lock();
     let result = reg.set_nick(*socket.id(), &req.nick, req.resume.as_deref(), now_ms())?;
     match &result.change {
-        NickChange::Claimed | NickChange::Unchanged => {}
+        NickChange::Unchanged => {}
+        NickChange::Claimed => set_identity(&socket, &result.ack.nick)?,
         NickChange::Renamed { from, rooms } => {
+            set_identity(&socket, &result.ack.nick)?;
             for room in rooms {
                 let notice = Notice {
                     room: room.clone(),
@@ -86,13 +123,10 @@ pub async fn nick(
                     ts: now_ms(),
                 };
                 socket.to(room).local().emit("notice", &notice)?;
-                socket
-                    .to(room)
-                    .local()
-                    .emit("presence", &presence_of(room, &reg))?;
             }
         }
         NickChange::Resumed { from, rooms } => {
+            set_identity(&socket, &result.ack.nick)?;
             let stale = server.socket(*from);
             for room in rooms {
                 if let Some(stale) = &stale {
@@ -111,8 +145,21 @@ pub async fn nick(
     Ok(result.ack)
 }
 
+/// The nicknames in a room, from wsu's presence (connections with a nickname, on this node),
+/// sorted ignoring case.
+pub fn members(server: &Server, room: &str) -> Vec<String> {
+    let mut nicks: Vec<String> = server
+        .presence("/", room)
+        .into_iter()
+        .filter(|(_, conns)| conns.iter().any(|c| c.meta.get("nick").is_some()))
+        .map(|(nick, _)| nick)
+        .collect();
+    nicks.sort_by_cached_key(|n| (n.to_lowercase(), n.clone()));
+    nicks
+}
+
 /// `room:join`: join (or create) a room. The ack carries the member list and the latest
-/// messages; the other members get a `join` notice and the new member list.
+/// messages; the other members get a `join` notice (and wsu's presence frames).
 #[ws_event(name = "room:join")]
 pub async fn room_join(
     socket: Socket,
@@ -121,10 +168,10 @@ pub async fn room_join(
 ) -> Result<Joined, ChatError> {
     let mut reg = presence.lock();
     let result = reg.join(*socket.id(), &req.room)?;
-    let room = &result.joined.room;
-    if let Err(e) = socket.join(room) {
+    let room = result.room;
+    if let Err(e) = socket.join(&room) {
         // Undo: the registry must match the connection's rooms.
-        reg.leave(*socket.id(), room)?;
+        reg.leave(*socket.id(), &room)?;
         return Err(e.into());
     }
     if result.new {
@@ -135,13 +182,13 @@ pub async fn room_join(
             from: None,
             ts: now_ms(),
         };
-        socket.to(room).local().emit("notice", &notice)?;
-        socket
-            .to(room)
-            .local()
-            .emit("presence", &presence_of(room, &reg))?;
+        socket.to(&room).local().emit("notice", &notice)?;
     }
-    Ok(result.joined)
+    Ok(Joined {
+        members: members(socket.server(), &room),
+        room,
+        history: result.history,
+    })
 }
 
 /// `room:leave`: leave a room (deleted with its history when empty); the others are told.
@@ -154,20 +201,18 @@ pub async fn room_leave(
     let mut reg = presence.lock();
     let left = reg.leave(*socket.id(), &req.room)?;
     socket.leave(&left.room);
-    if !left.members.is_empty() {
-        announce_departure(
-            &socket.server().to(&left.room).local(),
-            &left.room,
-            NoticeKind::Leave,
-            &left.nick,
-            left.members,
-        )?;
-    }
+    notice_departure(
+        &socket.server().to(&left.room).local(),
+        &left.room,
+        NoticeKind::Leave,
+        &left.nick,
+    )?;
     Ok(Left { room: left.room })
 }
 
 /// `message`: post to a room one is in. The ack is the server's id and time; the other members
-/// receive the message. A repeated `cid` is acked again without posting twice.
+/// receive the message (replayed by wsu to those who resume after missing it). A repeated
+/// `cid` is acked again without posting twice.
 #[ws_event(name = "message")]
 pub async fn message(
     socket: Socket,
@@ -187,53 +232,95 @@ pub async fn message(
 
 /// `typing`: volatile. Relayed to the room's other members at most once per
 /// [`Limits::typing_interval`](crate::Limits::typing_interval) (a `false` right away), never
-/// stored, never acked with data, and silently dropped when the sender is not in the room.
+/// stored (nor replayed to resumed sessions), never acked with data, and silently dropped when
+/// the sender is not in the room.
 #[ws_event(name = "typing")]
 pub async fn typing(socket: Socket, State(presence): State<Presence>, req: Typing) {
     let mut reg = presence.lock();
     if let Some(update) = reg.typing(*socket.id(), &req.room, req.typing, Instant::now()) {
         // Volatile: a relay that cannot be queued is not worth an error.
-        let _dropped = socket.to(&update.room).emit("typing", &update);
+        let _dropped = socket.to(&update.room).volatile().emit("typing", &update);
     }
 }
 
-/// When a connection ends (or leaves `/`), its nickname is freed and its rooms are told.
+/// Extra time before a detached user is removed, past the session TTL: wsu refuses a resume
+/// once the TTL is over, so a session never resumes after its user was removed.
+const EXPIRY_MARGIN: Duration = Duration::from_secs(1);
+
+/// Whether wsu keeps the session of a connection that ended this way (PROTOCOL.md §13.5: the
+/// client did not mean to leave), or moved it to a new connection (4003).
+fn session_kept(reason: &DisconnectReason) -> bool {
+    match reason {
+        DisconnectReason::TransportClosed => true,
+        DisconnectReason::ServerClosed { code, .. } => matches!(
+            *code,
+            CloseCode::HEARTBEAT_TIMEOUT
+                | CloseCode::SLOW_CONSUMER
+                | CloseCode::WRITE_TIMEOUT
+                | CloseCode::GOING_AWAY
+                | CloseCode::SESSION_TAKEN
+        ),
+        _ => false,
+    }
+}
+
+/// When a connection ends. If its session ended too (a close frame from the client, a close by
+/// the chat), its nickname is freed and its rooms are told. If wsu keeps the session for a
+/// resume, the user is only detached, and removed (rooms told) after the session TTL unless it
+/// resumed meanwhile ([`hello`]); nothing happens if it has already resumed on a new connection.
 #[ws_disconnect(namespace = "/")]
-pub async fn gone(socket: Socket, State(presence): State<Presence>, _reason: DisconnectReason) {
+pub async fn gone(socket: Socket, State(presence): State<Presence>, reason: DisconnectReason) {
+    let id = *socket.id();
+    let server = socket.server().clone();
     let mut reg = presence.lock();
-    if let Some(departure) = reg.remove(*socket.id()) {
+    if session_kept(&reason) {
+        // Checked under the lock: a resumed connection is registered before its connect hook
+        // (which takes the lock to reattach) runs.
+        if server.socket(id).is_some() {
+            return;
+        }
+        if let Some(generation) = reg.detach(id) {
+            let wait = reg.limits().session_ttl + EXPIRY_MARGIN;
+            let presence = presence.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                let departure = presence.lock().expire(id, generation);
+                if let Some(departure) = departure {
+                    let _ = tell_rooms(&server, id, departure, NoticeKind::Leave);
+                }
+            });
+        }
+        return;
+    }
+    if let Some(departure) = reg.remove(id) {
         // The connection is gone: a failed broadcast has nobody to be reported to.
-        let _ = tell_rooms(socket.server(), *socket.id(), departure, NoticeKind::Leave);
+        let _ = tell_rooms(&server, id, departure, NoticeKind::Leave);
     }
 }
 
-/// Tell every room of a departed user: a notice of `kind` and the new member list.
+/// Tell every room of a departed user: a notice of `kind`.
 pub(crate) fn tell_rooms(
     server: &Server,
     id: wsu::SocketId,
     departure: Departure,
     kind: NoticeKind,
 ) -> Result<(), ChatError> {
-    for (room, members) in departure.rooms {
-        if !members.is_empty() {
-            announce_departure(
-                &server.to(&room).except(id).local(),
-                &room,
-                kind,
-                &departure.nick,
-                members,
-            )?;
-        }
+    for room in &departure.rooms {
+        notice_departure(
+            &server.to(room).except(id).local(),
+            room,
+            kind,
+            &departure.nick,
+        )?;
     }
     Ok(())
 }
 
-fn announce_departure(
+fn notice_departure(
     to: &wsu::Broadcast,
     room: &str,
     kind: NoticeKind,
     nick: &str,
-    members: Vec<String>,
 ) -> Result<(), ChatError> {
     let notice = Notice {
         room: room.to_owned(),
@@ -243,19 +330,5 @@ fn announce_departure(
         ts: now_ms(),
     };
     to.emit("notice", &notice)?;
-    to.emit(
-        "presence",
-        &protocol::Presence {
-            room: room.to_owned(),
-            members,
-        },
-    )?;
     Ok(())
-}
-
-fn presence_of(room: &str, reg: &crate::presence::Registry) -> protocol::Presence {
-    protocol::Presence {
-        room: room.to_owned(),
-        members: reg.members(room),
-    }
 }

@@ -4,20 +4,30 @@
 //! <http://127.0.0.1:8080>.
 //!
 //! - [`handlers`]: namespace `/` — the seed example's `chat` event (unchanged, for the seed's
-//!   clients), nicknames, rooms with member lists and join/leave notices, messages with server ids
-//!   and timestamps, a throttled "is typing" signal, and the cleanup when a connection ends.
+//!   clients), nicknames, rooms with join/leave notices, messages with server ids and
+//!   timestamps, a throttled "is typing" signal, and the connect/disconnect hooks.
 //! - [`admin`]: namespace `/admin`, guarded by a token in its connect hook: list rooms and users,
 //!   announce, kick.
-//! - [`presence`]: the shared registry (`State<Presence>`), with every bound.
+//! - [`presence`]: the shared registry (`State<Presence>`): nicknames, rooms, history, with
+//!   every bound.
 //! - [`protocol`]: the payload and ack types, shared with the Rust clients and the tests.
 //! - `static/`: the page (HTML, CSS, JS on wsu's browser client), served by the server itself.
+//!
+//! ## wsu's core does part of the job
+//! - **Recovery** is on ([`wsu::Recovery`], session TTL [`Limits::session_ttl`]): a page whose
+//!   connection dropped resumes its session — same connection id, rooms restored by wsu, every
+//!   room broadcast it missed (messages, notices, announcements) replayed in order — and keeps
+//!   its nickname meanwhile (see [`presence`] for how the registry follows the session).
+//! - **Presence** is on: the member lists are wsu's `presence` frames, keyed by nickname
+//!   ([`wsu::Socket::set_presence`] when a nickname is chosen), and [`wsu::Server::presence`]
+//!   for the admin's `rooms`. The chat sends no member lists of its own.
 //!
 //! ## Rules
 //! - **Nicknames** are unique on the whole server, ignoring case (`Ann` and `ann` are the same):
 //!   2 to 24 characters, letters and digits of any script, `-`, `_`, `.`. A connection must
-//!   choose one before joining rooms. After reconnecting, a client gets its nickname back even if
-//!   the server has not noticed yet that the old connection is gone, by sending the `resume` key
-//!   of its first `nick` ack; the stale connection is closed with 4509.
+//!   choose one before joining rooms. A resumed session keeps it; a new session (a reloaded
+//!   page) gets it back from the old one, open or detached, by sending the `resume` key of its
+//!   first `nick` ack; an open stale connection is closed with 4509.
 //! - **Rooms** are created by their first member and deleted (with their history) when the last
 //!   one leaves: 1 to 32 of `a-z 0-9 - _` (`#Lobby` means `lobby`). Default bounds: 64 rooms,
 //!   8 rooms per user, 256 members per room, the last 50 messages, 2000 characters per message
@@ -25,8 +35,9 @@
 //! - **Typing** signals are volatile: relayed at most once a second per user and room, never
 //!   stored or acknowledged.
 //! - Rooms are public: like every room of the wire protocol, a raw client can also join one with
-//!   a protocol `join` message and read it without appearing in the member list (it cannot post:
-//!   `message` checks the registry).
+//!   a protocol `join` message and read it (it cannot post: `message` checks the registry; it
+//!   is in wsu's presence under its connection id, without a nickname, which the page and
+//!   [`handlers::members`] leave out).
 //!
 //! ## Configuration
 //! `WSU_ADDR` (default `127.0.0.1:8080`), `WSU_ORIGINS` (allowed origins, comma-separated;
@@ -34,8 +45,9 @@
 //!
 //! ## Several nodes
 //! The binary joins a cluster when `CHAT_REDIS_URL` or `CHAT_NATS_URL` is set
-//! ([`build_with_engine`]): messages and typing reach every node; nicknames, member lists and
-//! history are per node.
+//! ([`build_with_engine`]): messages and typing reach every node; nicknames, member lists (wsu's
+//! presence is per node for now) and history are per node, and a session resumes only on its
+//! own node (a resume reaching another one is refused: the page rejoins there).
 
 pub mod admin;
 mod config;
@@ -49,7 +61,7 @@ use std::time::Duration;
 pub use config::{Config, Limits};
 pub use error::ChatError;
 use wsu::cluster::{ClusterConfig, Engine};
-use wsu::{BuildError, OriginPolicy, Server};
+use wsu::{BuildError, OriginPolicy, Recovery, Server};
 
 /// The page at `/`.
 pub const INDEX_HTML: &str = include_str!("../static/index.html");
@@ -84,9 +96,10 @@ pub const CLUSTER_PREFIX: &str = "chat";
 ///
 /// ## What is per node
 /// The registry ([`presence`]) stays in each node's memory: nicknames (unique per node only),
-/// member lists, the `join`/`leave`/`nick` notices and `presence` lists (sent to this node's
-/// connections only, [`wsu::Broadcast::local`], so that a page's member list is its node's),
-/// room history, the room and user limits, and the admin namespace's `rooms`/`users`/`kick`.
+/// the `join`/`leave`/`nick` notices (sent to this node's connections only,
+/// [`wsu::Broadcast::local`], like wsu's presence frames, so that a page's member list is its
+/// node's), room history, the room and user limits, and the admin namespace's
+/// `rooms`/`users`/`kick`. Sessions (recovery) are per node too.
 /// Cluster-wide: room broadcasts, that is messages (`message`, with ids unique across nodes,
 /// see [`presence::Presence::clustered`]), `typing`, the seed's `chat` event and admin
 /// announcements. Cluster-wide presence is for later.
@@ -108,6 +121,7 @@ pub fn build_with_engine(
     let (per_second, burst) = limits.rate_limit;
     let mut builder = Server::builder()
         .collect_registered(false)
+        .handler(handlers::hello)
         .handler(handlers::chat)
         .handler(handlers::nick)
         .handler(handlers::room_join)
@@ -124,6 +138,9 @@ pub fn build_with_engine(
         .state(admin::AdminAuth::new(config.admin_token))
         // The seed example's ping interval.
         .ping_interval(Duration::from_secs(2))
+        // Sessions outlive a dropped connection; member lists are wsu's presence.
+        .recovery(Recovery::default().session_ttl(limits.session_ttl))
+        .presence(true)
         .max_connections(limits.max_connections)
         .rate_limit(per_second, burst)
         .serve_client("/wsu.js")

@@ -1,14 +1,26 @@
-//! The presence registry: who is connected under which nickname, which rooms exist, who is in
-//! them, and their latest messages.
+//! The chat's registry: which session has which nickname, which rooms exist, who is in them,
+//! and their latest messages — what wsu's core does not know. The member lists that pages show
+//! are wsu's own presence (`ServerBuilder::presence`, keyed by nickname with
+//! [`Socket::set_presence`](wsu::Socket::set_presence)), not this registry.
 //!
 //! Plain data, no I/O. Handlers lock it ([`Presence::lock`]), change it, and broadcast the
 //! result *while still holding the lock* (broadcasts only queue, they never wait), so every
-//! client sees the changes of a room in the order the registry made them: two member lists sent
-//! for the same room never arrive out of order.
+//! client sees the notices of a room in the order the registry made the changes.
 //!
-//! Every collection is bounded: users by the server's connection limit (one user per
-//! connection), rooms by [`Limits::max_rooms`], members by [`Limits::max_members_per_room`], the
-//! rooms of a user by [`Limits::max_rooms_per_user`], history by [`Limits::history`].
+//! ## Sessions that outlive their connection
+//! The server has wsu's connection-state recovery on: a connection that drops without a close
+//! frame keeps its session (its id and rooms) for [`Limits::session_ttl`], and a client that
+//! resumes it gets the same connection id back. So a user is keyed by that id and survives the
+//! drop too: the disconnect hook only marks it *detached* ([`Registry::detach`]) — its nickname
+//! stays taken, its rooms keep it as a member (and their history), and nobody is told it left —
+//! and a timer removes it after the session TTL ([`Registry::expire`], with the `leave`
+//! notices) unless the connect hook saw it resume ([`Registry::reattach`]). A connection that
+//! ends for good (a close frame from the client, a kick) is removed at once, as before.
+//!
+//! Every collection is bounded: users by the server's connection limit plus the sessions
+//! detached within the last TTL, rooms by [`Limits::max_rooms`], members by
+//! [`Limits::max_members_per_room`], the rooms of a user by [`Limits::max_rooms_per_user`],
+//! history by [`Limits::history`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasher, RandomState};
@@ -19,7 +31,7 @@ use wsu::SocketId;
 
 use crate::config::Limits;
 use crate::error::ChatError;
-use crate::protocol::{Joined, Message, NickAck, RoomInfo, TypingUpdate, UserInfo};
+use crate::protocol::{Message, NickAck, RoomInfo, TypingUpdate, UserInfo};
 
 /// Shortest nickname, in characters.
 pub const NICK_MIN_CHARS: usize = 2;
@@ -148,6 +160,11 @@ pub struct Registry {
     last_key: u64,
     /// Random per registry (so per server process): [`NickAck::server`].
     instance: String,
+    /// The last [`Registry::detach`] generation.
+    last_detach: u64,
+    /// Detached sessions the chat ended (kicked, or nickname taken over with the resume key),
+    /// with when: refused if they resume within the session TTL.
+    ended: HashMap<SocketId, Instant>,
 }
 
 #[derive(Debug)]
@@ -158,6 +175,8 @@ struct User {
     since: u64,
     /// When a `typing: true` was last relayed, per room.
     typing: HashMap<String, Instant>,
+    /// While its connection is down (the session may resume): the generation of that detach.
+    detached: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -181,7 +200,8 @@ pub enum NickChange {
         /// The user's rooms.
         rooms: Vec<String>,
     },
-    /// It took the nickname (and its rooms) over from connection `from`, with the resume key.
+    /// It took the nickname (and its rooms) over from connection `from` (open, or detached:
+    /// then its session is ended), with the resume key.
     Resumed {
         /// The connection that held it.
         from: SocketId,
@@ -202,8 +222,10 @@ pub struct NickResult {
 /// The result of [`Registry::join`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JoinResult {
-    /// The ack for the client (the member list includes it).
-    pub joined: Joined,
+    /// The room, normalised.
+    pub room: String,
+    /// Its latest messages, oldest first.
+    pub history: Vec<Message>,
     /// The user's nickname.
     pub nick: String,
     /// Whether it was not in the room already (then the others must be told).
@@ -217,8 +239,6 @@ pub struct LeaveResult {
     pub room: String,
     /// The user's nickname.
     pub nick: String,
-    /// The members left (empty when the room was deleted).
-    pub members: Vec<String>,
 }
 
 /// The result of [`Registry::post`].
@@ -235,8 +255,19 @@ pub struct PostResult {
 pub struct Departure {
     /// Its nickname.
     pub nick: String,
-    /// Each room it was in, with the members left (empty when the room was deleted).
-    pub rooms: Vec<(String, Vec<String>)>,
+    /// The rooms it was in.
+    pub rooms: Vec<String>,
+}
+
+/// What [`Registry::reattach`] found for a resumed session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reattach {
+    /// Its user, with this nickname, is back.
+    User(String),
+    /// It had no nickname (or it was removed when the session ended for the chat).
+    Nobody,
+    /// The chat ended it while it was detached (a kick, a takeover): refuse it.
+    Ended,
 }
 
 /// Node tags of cluster message ids: the ids' low 10 bits.
@@ -268,6 +299,8 @@ impl Registry {
             keys,
             last_key: 0,
             instance,
+            last_detach: 0,
+            ended: HashMap::new(),
         }
     }
 
@@ -324,6 +357,10 @@ impl Registry {
                     return Err(ChatError::NickTaken);
                 }
                 let mut user = self.users.remove(&holder).ok_or(ChatError::NickTaken)?;
+                if user.detached.take().is_some() {
+                    // Its session must not come back (with rooms but without a nickname).
+                    self.end_session(holder);
+                }
                 user.typing.clear();
                 for room in &user.rooms {
                     if let Some(r) = self.rooms.get_mut(room) {
@@ -358,6 +395,7 @@ impl Registry {
                             resume,
                             since: now,
                             typing: HashMap::new(),
+                            detached: None,
                         },
                     );
                     self.nicks.insert(key, id);
@@ -414,11 +452,8 @@ impl Registry {
             .map(|r| r.history.iter().cloned().collect())
             .unwrap_or_default();
         Ok(JoinResult {
-            joined: Joined {
-                members: self.members(&room),
-                room,
-                history,
-            },
+            room,
+            history,
             nick,
             new,
         })
@@ -436,12 +471,8 @@ impl Registry {
         }
         user.typing.remove(&room);
         let nick = user.nick.clone();
-        let members = self.remove_member(&room, id);
-        Ok(LeaveResult {
-            room,
-            nick,
-            members,
-        })
+        self.remove_member(&room, id);
+        Ok(LeaveResult { room, nick })
     }
 
     /// Connection `id` posts a message to a room it is in.
@@ -536,25 +567,73 @@ impl Registry {
         })
     }
 
-    /// Remove connection `id` (disconnected or kicked) from every room; its nickname is free.
+    /// Remove connection `id` (its session ended, or kicked) from every room; its nickname is
+    /// free. A detached session removed this way (a kick) is refused if it resumes.
     pub fn remove(&mut self, id: SocketId) -> Option<Departure> {
         let user = self.users.remove(&id)?;
+        if user.detached.is_some() {
+            self.end_session(id);
+        }
         let key = user.nick.to_lowercase();
         if self.nicks.get(&key) == Some(&id) {
             self.nicks.remove(&key);
         }
-        let rooms = user
-            .rooms
-            .into_iter()
-            .map(|room| {
-                let members = self.remove_member(&room, id);
-                (room, members)
-            })
-            .collect();
+        for room in &user.rooms {
+            self.remove_member(room, id);
+        }
         Some(Departure {
             nick: user.nick,
-            rooms,
+            rooms: user.rooms.into_iter().collect(),
         })
+    }
+
+    /// The connection of `id` dropped but its session may resume: keep the user (nickname,
+    /// rooms) and return the generation to give [`expire`](Self::expire) once the session TTL
+    /// is over; `None` when `id` has no nickname.
+    pub fn detach(&mut self, id: SocketId) -> Option<u64> {
+        let user = self.users.get_mut(&id)?;
+        user.typing.clear();
+        self.last_detach += 1;
+        user.detached = Some(self.last_detach);
+        Some(self.last_detach)
+    }
+
+    /// Session `id` resumed on a new connection (its connect hook).
+    pub fn reattach(&mut self, id: SocketId) -> Reattach {
+        let ttl = self.limits.session_ttl;
+        self.ended.retain(|_, at| at.elapsed() <= ttl);
+        if self.ended.remove(&id).is_some() {
+            return Reattach::Ended;
+        }
+        match self.users.get_mut(&id) {
+            Some(user) => {
+                user.detached = None;
+                Reattach::User(user.nick.clone())
+            }
+            None => Reattach::Nobody,
+        }
+    }
+
+    /// The session TTL of detach `generation` is over: remove the user unless it resumed since.
+    pub fn expire(&mut self, id: SocketId, generation: u64) -> Option<Departure> {
+        if self.users.get(&id)?.detached != Some(generation) {
+            return None;
+        }
+        let departure = self.remove(id);
+        // Expired in wsu too: nothing to refuse.
+        self.ended.remove(&id);
+        departure
+    }
+
+    /// Whether `id`'s connection is down, its session waiting to resume.
+    pub fn is_detached(&self, id: SocketId) -> bool {
+        self.users.get(&id).is_some_and(|u| u.detached.is_some())
+    }
+
+    fn end_session(&mut self, id: SocketId) {
+        let ttl = self.limits.session_ttl;
+        self.ended.retain(|_, at| at.elapsed() <= ttl);
+        self.ended.insert(id, Instant::now());
     }
 
     /// The connection using this nickname (any case).
@@ -572,29 +651,14 @@ impl Registry {
         self.rooms.contains_key(room)
     }
 
-    /// The nicknames in a room, sorted ignoring case.
-    pub fn members(&self, room: &str) -> Vec<String> {
-        let mut nicks: Vec<String> = self
-            .rooms
-            .get(room)
-            .map(|r| {
-                r.members
-                    .iter()
-                    .filter_map(|id| self.users.get(id).map(|u| u.nick.clone()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        nicks.sort_by_cached_key(|n| (n.to_lowercase(), n.clone()));
-        nicks
-    }
-
-    /// Every room, by name.
-    pub fn rooms_info(&self) -> Vec<RoomInfo> {
+    /// Every room, by name, with its members as `members` lists them (the connected ones, from
+    /// wsu's presence).
+    pub fn rooms_info(&self, members: impl Fn(&str) -> Vec<String>) -> Vec<RoomInfo> {
         self.rooms
             .iter()
             .map(|(name, r)| RoomInfo {
                 room: name.clone(),
-                members: self.members(name),
+                members: members(name),
                 messages: r.posted,
             })
             .collect()
@@ -615,17 +679,14 @@ impl Registry {
         users
     }
 
-    /// Remove `id` from `room`'s members; delete the room when empty. The members left.
-    fn remove_member(&mut self, room: &str, id: SocketId) -> Vec<String> {
-        let Some(r) = self.rooms.get_mut(room) else {
-            return Vec::new();
-        };
-        r.members.remove(&id);
-        if r.members.is_empty() {
-            self.rooms.remove(room);
-            return Vec::new();
+    /// Remove `id` from `room`'s members; delete the room when empty.
+    fn remove_member(&mut self, room: &str, id: SocketId) {
+        if let Some(r) = self.rooms.get_mut(room) {
+            r.members.remove(&id);
+            if r.members.is_empty() {
+                self.rooms.remove(room);
+            }
         }
-        self.members(room)
     }
 }
 
@@ -742,16 +803,73 @@ mod tests {
             reg.post(id(1), "a", text, None, 7).expect("post");
         }
         reg.set_nick(id(2), "bob", None, 0).expect("nick");
-        let joined = reg.join(id(2), "a").expect("join").joined;
+        let joined = reg.join(id(2), "a").expect("join");
         let texts: Vec<&str> = joined.history.iter().map(|m| m.text.as_str()).collect();
         assert_eq!(texts, ["2", "3"]);
-        assert_eq!(joined.members, ["ann", "bob"]);
-        assert_eq!(reg.rooms_info()[0].messages, 3);
+        assert_eq!(reg.rooms_info(|_| Vec::new())[0].messages, 3);
         reg.remove(id(1));
         reg.leave(id(2), "a").expect("leave");
-        assert!(reg.rooms_info().is_empty());
+        assert!(reg.rooms_info(|_| Vec::new()).is_empty());
         assert_eq!(reg.find_nick("ANN"), None);
         assert_eq!(reg.find_nick("Bob"), Some(id(2)));
+    }
+
+    #[test]
+    fn a_detached_user_keeps_its_nickname_and_rooms_until_it_resumes_or_expires() {
+        let mut reg = Registry::new(Limits::default());
+        reg.set_nick(id(1), "ann", None, 0).expect("nick");
+        reg.join(id(1), "a").expect("join");
+        let g1 = reg.detach(id(1)).expect("a user");
+        assert!(reg.is_detached(id(1)));
+        assert_eq!(
+            reg.set_nick(id(2), "ANN", None, 0),
+            Err(ChatError::NickTaken)
+        );
+        assert!(reg.has_room("a"), "kept while detached");
+        // Resumed: attached again; the old expiry does nothing.
+        assert_eq!(reg.reattach(id(1)), Reattach::User("ann".to_owned()));
+        assert_eq!(reg.expire(id(1), g1), None);
+        assert_eq!(reg.find_nick("ann"), Some(id(1)));
+        // Dropped again and not resumed: removed with its rooms.
+        let g2 = reg.detach(id(1)).expect("a user");
+        let gone = reg.expire(id(1), g2).expect("removed");
+        assert_eq!(
+            (gone.nick.as_str(), gone.rooms),
+            ("ann", vec!["a".to_owned()])
+        );
+        assert_eq!(reg.find_nick("ann"), None);
+        assert!(!reg.has_room("a"));
+        assert_eq!(reg.reattach(id(1)), Reattach::Nobody);
+        assert_eq!(reg.detach(id(3)), None, "no nickname, nothing to keep");
+    }
+
+    #[test]
+    fn a_detached_session_ended_by_the_chat_is_refused_when_it_resumes() {
+        let mut reg = Registry::new(Limits::default());
+        // Kicked while detached.
+        reg.set_nick(id(1), "ann", None, 0).expect("nick");
+        reg.detach(id(1));
+        reg.remove(id(1)).expect("kicked");
+        assert_eq!(reg.reattach(id(1)), Reattach::Ended);
+        assert_eq!(reg.reattach(id(1)), Reattach::Nobody, "refused once");
+        // Its nickname taken over with the resume key by a new session.
+        let key = reg
+            .set_nick(id(2), "bob", None, 0)
+            .expect("nick")
+            .ack
+            .resume;
+        reg.join(id(2), "a").expect("join");
+        reg.detach(id(2));
+        let took = reg.set_nick(id(3), "bob", Some(&key), 0).expect("resume");
+        assert_eq!(
+            took.change,
+            NickChange::Resumed {
+                from: id(2),
+                rooms: vec!["a".to_owned()]
+            }
+        );
+        assert!(!reg.is_detached(id(3)));
+        assert_eq!(reg.reattach(id(2)), Reattach::Ended);
     }
 
     #[test]

@@ -6,9 +6,9 @@
 //! | event | payload | ack | broadcast to the room's other members |
 //! |---|---|---|---|
 //! | `chat` (the seed's) | [`ChatMessage`] | [`Status`] `{"status":"ok"}` | `chat` to everyone in `/` |
-//! | `nick` | [`SetNick`] | [`NickAck`] | `notice` (`nick`) and `presence`, on a rename |
-//! | `room:join` | [`RoomRef`] | [`Joined`] | `notice` (`join`) and `presence` |
-//! | `room:leave` | [`RoomRef`] | [`Left`] | `notice` (`leave`) and `presence` |
+//! | `nick` | [`SetNick`] | [`NickAck`] | `notice` (`nick`), on a rename |
+//! | `room:join` | [`RoomRef`] | [`Joined`] | `notice` (`join`) |
+//! | `room:leave` | [`RoomRef`] | [`Left`] | `notice` (`leave`) |
 //! | `message` | [`SendMessage`] | [`Sent`] | `message` ([`Message`]) |
 //! | `typing` | [`Typing`] | none (volatile) | `typing` ([`TypingUpdate`]) |
 //!
@@ -17,6 +17,12 @@
 //! `announcement`, [`Announcement`]), `kick` [`Kick`] → [`Kicked`].
 //!
 //! Failures are `error` answers whose `data` is an [`ErrorBody`] with a stable `code`.
+//!
+//! Member lists are not chat events: they are wsu's `presence` frames (PROTOCOL.md §13.6), one
+//! key per nickname with meta `{"nick": ...}`, sent to the members of each room as it changes
+//! (a rename is a leave of the old key and a join of the new one). With wsu's recovery, room
+//! broadcasts (`message`, `notice`, `announcement`, `chat`) carry an `offset` and `epoch` and
+//! are replayed to a resumed session; `typing` is volatile.
 
 use serde::{Deserialize, Serialize};
 
@@ -48,8 +54,10 @@ pub struct SeedError {
 pub struct SetNick {
     /// The nickname (2 to 24 letters, digits, `-`, `_`, `.`; unique on the server, ignoring case).
     pub nick: String,
-    /// The `resume` key of an earlier [`NickAck`]: takes the nickname over from a connection
-    /// that still holds it (a stale one, after a network change), with its rooms.
+    /// The `resume` key of an earlier [`NickAck`]: takes the nickname over from a session
+    /// that still holds it (a stale connection, or a dropped one waiting to be resumed — for a
+    /// new session, such as a reloaded page; a resumed session keeps its nickname anyway), with
+    /// its rooms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume: Option<String>,
 }
@@ -81,7 +89,8 @@ pub struct RoomRef {
 pub struct Joined {
     /// The room, normalised.
     pub room: String,
-    /// Nicknames in the room, yours included, sorted (ignoring case).
+    /// Nicknames in the room, yours included, sorted (ignoring case): wsu's presence of the room
+    /// on this node (also sent as the room's `presence` state before this ack).
     pub members: Vec<String>,
     /// The room's latest messages, oldest first.
     pub history: Vec<Message>,
@@ -154,15 +163,6 @@ pub struct TypingUpdate {
     pub typing: bool,
 }
 
-/// Event `presence`: the member list of a room changed.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-pub struct Presence {
-    /// The room.
-    pub room: String,
-    /// Nicknames in the room, sorted (ignoring case).
-    pub members: Vec<String>,
-}
-
 /// What a [`Notice`] reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -219,7 +219,7 @@ pub struct ErrorBody {
 pub struct RoomInfo {
     /// The room.
     pub room: String,
-    /// Its members, sorted.
+    /// Its members with an open connection, sorted (wsu's presence on this node).
     pub members: Vec<String>,
     /// Messages posted since the room was created.
     pub messages: u64,

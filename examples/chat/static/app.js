@@ -1,14 +1,20 @@
 // The wsu chat page, on the wsu browser client (served by the chat server at /wsu.js).
 //
 // Events (see examples/chat/src/protocol.rs): `nick`, `room:join`, `room:leave`, `message`
-// (with an ack: pending → ✓), `typing` (volatile); the server sends `message`, `presence`,
-// `notice`, `typing`, `announcement`, and the seed's `chat`.
+// (with an ack: pending → ✓), `typing` (volatile); the server sends `message`, `notice`,
+// `typing`, `announcement`, and the seed's `chat`. Member lists are wsu's presence
+// (`client.presence(room)`, `client.onPresence`): one key per nickname, meta `{nick}`.
 //
-// Reconnection: wsu.js reconnects by itself (backoff and jitter). Each time it is connected
-// again, the page announces its nickname again (with the `resume` key of the first `nick` ack,
-// so a stale connection of ours cannot keep the nickname), joins its rooms again (merging the
-// history they return), then sends the messages written while offline. A message whose ack was
-// lost with the connection is sent again with the same `cid`: the server does not post it twice.
+// Reconnection: wsu.js reconnects by itself (backoff and jitter) and resumes the session when
+// the server still has it: same session, rooms kept by the server, and the broadcasts missed
+// meanwhile replayed into the handlers below (so they simply appear), then the presence of each
+// room sent again. Each time it is connected again, the page announces its nickname again (with
+// the `resume` key of the first `nick` ack, so that a new session gets it back from an old one
+// the server still keeps). If the session was resumed with nothing lost (`recovered` for `/`),
+// the rooms the server still lists for us are kept as they are; otherwise (a new session, or a
+// history too short) the page joins its rooms again, merging the history they return. Then it
+// sends the messages written while offline. A message whose ack was lost with the connection is
+// sent again with the same `cid`: the server does not post it twice.
 
 import { connect } from '/wsu.js';
 
@@ -40,6 +46,7 @@ const state = {
   ready: false, // connected, nickname announced and rooms joined: messages go out
   session: 0, // bumped for each (re)connection, to drop the results of an older one
   outbox: [], // my messages waiting for `ready`
+  recovery: null, // the `recovery` frame of `/` for the current connection (wsu.js onRecovery)
   nextCid: 1,
   cidPrefix: Math.random().toString(36).slice(2, 8),
 };
@@ -99,11 +106,12 @@ client.onState((s) => {
     if (wasConnected) flashBanner('ok', 'Back online');
     else hideBanner();
     wasConnected = true;
-    startSession();
+    startSession(s.resumed === true);
     return;
   }
   state.ready = false;
   state.session += 1;
+  state.recovery = null;
   if (s.state === 'connecting') {
     setConn('connecting', 'Connecting…');
   } else if (s.state === 'disconnected' && s.willReconnect) {
@@ -121,6 +129,7 @@ client.onState((s) => {
     const why = {
       4510: s.reason || 'You were removed by an admin.',
       4509: 'Your nickname is now used in another window.',
+      4500: s.reason,
     }[s.code];
     showBanner('bad', why ? capitalise(why) + '.' : `Disconnected (${s.code}).`, 'Reconnect', () => location.reload());
   }
@@ -130,16 +139,25 @@ client.onState((s) => {
 
 client.onError((e) => console.warn('wsu chat:', e.message, e));
 
-/** After every (re)connection: nickname, then rooms, then the outbox. */
-async function startSession() {
+// Sent before any answer on a connection: known by the time the `nick` ack arrives.
+client.onRecovery((r) => {
+  if (r.namespace === '/') state.recovery = r;
+});
+
+/**
+ * After every (re)connection: nickname, then rooms, then the outbox. `resumed`: the server
+ * resumed our session (wsu.js did it; the rooms are the server's to restore).
+ */
+async function startSession(resumed) {
   const session = ++state.session;
   state.ready = false;
   if (!state.nick) {
     showWelcome();
     return;
   }
+  let ack;
   try {
-    await announceNick(state.nick);
+    ack = await announceNick(state.nick);
   } catch (e) {
     if (session !== state.session) return;
     if (e.kind === 'server') {
@@ -151,24 +169,27 @@ async function startSession() {
     }
     return; // disconnected or timed out: the next connection starts again
   }
-  if (session === state.session) await enterRooms(session);
+  if (session !== state.session) return;
+  // Rooms left while offline that a resumed (or taken over) session still has: left now.
+  for (const name of ack.rooms) {
+    if (!state.rooms.has(name)) client.emitWithAck('room:leave', { room: name }).catch(() => {});
+  }
+  // Resumed with every missed broadcast replayed: the rooms the server kept need no reload.
+  const kept = resumed && state.recovery?.recovered === true ? new Set(ack.rooms) : new Set();
+  await enterRooms(session, kept);
 }
 
-/** Send `nick` (with our resume key); rejects like `emitWithAck`. */
+/** Send `nick` (with our resume key); resolves with the ack, rejects like `emitWithAck`. */
 async function announceNick(nick) {
   const ack = await client.emitWithAck('nick', { nick, resume: state.resume ?? undefined });
-  const former = state.nick;
-  if (former && former !== ack.nick) {
-    // A rename: the others get a notice and the member list; ours is updated here.
-    for (const room of state.rooms.values()) room.members = room.members.map((n) => (n === former ? ack.nick : n));
-    renderMembers();
-  }
+  // A rename reaches the member lists (ours too) through wsu's presence.
   state.nick = ack.nick;
   state.resume = ack.resume;
   if (state.server !== null && ack.server !== state.server) serverRestarted();
   state.server = ack.server;
   save();
   renderMe();
+  return ack;
 }
 
 /**
@@ -184,9 +205,13 @@ function serverRestarted() {
   }
 }
 
-/** Join every room of ours again, then let the messages out. */
-async function enterRooms(session) {
+/** Join every room of ours again (but those in `kept`), then let the messages out. */
+async function enterRooms(session, kept = new Set()) {
   for (const name of [...state.rooms.keys()]) {
+    if (kept.has(name)) {
+      state.rooms.get(name).members = membersOf(client.presence(name));
+      continue;
+    }
     try {
       await joinRoom(name, session);
     } catch (e) {
@@ -213,7 +238,8 @@ async function joinRoom(name, session = state.session) {
     room = newRoom(joined.room);
     state.rooms.set(joined.room, room);
   }
-  room.members = joined.members;
+  // The room's presence state arrived before the ack.
+  room.members = membersOf(client.presence(joined.room));
   mergeHistory(room, joined.history);
   save();
   return joined;
@@ -244,11 +270,25 @@ client.on('message', (m) => {
   }
 });
 
-client.on('presence', (p) => {
+/** The nicknames of a presence state (user key → connections), sorted ignoring case. */
+function membersOf(presence) {
+  const nicks = Object.entries(presence)
+    .filter(([, conns]) => conns.some((c) => typeof c.meta?.nick === 'string'))
+    .map(([nick]) => nick);
+  const key = (n) => [n.toLowerCase(), n];
+  return nicks.sort((a, b) => {
+    const [x, y] = [key(a), key(b)];
+    return x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : x[1] < y[1] ? -1 : x[1] > y[1] ? 1 : 0;
+  });
+}
+
+// Member lists: wsu's presence of our rooms (connections without a nickname are left out).
+client.onPresence((p) => {
+  if (p.namespace !== '/') return;
   const room = state.rooms.get(p.room);
   if (!room) return;
-  room.members = p.members;
-  for (const nick of room.typing.keys()) if (!p.members.includes(nick)) room.typing.delete(nick);
+  room.members = membersOf(p.state);
+  for (const nick of room.typing.keys()) if (!room.members.includes(nick)) room.typing.delete(nick);
   if (p.room === state.current) {
     renderMembers();
     renderTyping();
