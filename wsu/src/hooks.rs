@@ -37,6 +37,33 @@ pub enum DisconnectReason {
 }
 
 impl DisconnectReason {
+    /// Whether the connection's session lives on after this end, with
+    /// [recovery](crate::ServerBuilder::recovery) on: the client did not mean to leave (the TCP
+    /// connection dropped, a heartbeat or write timeout, a slow consumer, a server shutdown),
+    /// so it may resume within the session TTL; or another connection resumed it (4003). An
+    /// application that keys state by connection id keeps that state then (PROTOCOL.md §13.5).
+    ///
+    /// ```
+    /// use wsu::{CloseCode, DisconnectReason};
+    /// assert!(DisconnectReason::TransportClosed.session_kept());
+    /// let bye = DisconnectReason::ClientClosed { code: CloseCode::NORMAL, reason: "bye".into() };
+    /// assert!(!bye.session_kept());
+    /// ```
+    pub fn session_kept(&self) -> bool {
+        match self {
+            DisconnectReason::TransportClosed => true,
+            DisconnectReason::ServerClosed { code, .. } => matches!(
+                *code,
+                CloseCode::HEARTBEAT_TIMEOUT
+                    | CloseCode::SLOW_CONSUMER
+                    | CloseCode::WRITE_TIMEOUT
+                    | CloseCode::GOING_AWAY
+                    | CloseCode::SESSION_TAKEN
+            ),
+            DisconnectReason::ClientClosed { .. } | DisconnectReason::LeftNamespace => false,
+        }
+    }
+
     /// The close code of the connection (1006 for a transport failure, 1000 for leaving a
     /// namespace).
     pub fn close_code(&self) -> CloseCode {

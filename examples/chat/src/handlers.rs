@@ -247,23 +247,6 @@ pub async fn typing(socket: Socket, State(presence): State<Presence>, req: Typin
 /// once the TTL is over, so a session never resumes after its user was removed.
 const EXPIRY_MARGIN: Duration = Duration::from_secs(1);
 
-/// Whether wsu keeps the session of a connection that ended this way (PROTOCOL.md §13.5: the
-/// client did not mean to leave), or moved it to a new connection (4003).
-fn session_kept(reason: &DisconnectReason) -> bool {
-    match reason {
-        DisconnectReason::TransportClosed => true,
-        DisconnectReason::ServerClosed { code, .. } => matches!(
-            *code,
-            CloseCode::HEARTBEAT_TIMEOUT
-                | CloseCode::SLOW_CONSUMER
-                | CloseCode::WRITE_TIMEOUT
-                | CloseCode::GOING_AWAY
-                | CloseCode::SESSION_TAKEN
-        ),
-        _ => false,
-    }
-}
-
 /// When a connection ends. If its session ended too (a close frame from the client, a close by
 /// the chat), its nickname is freed and its rooms are told. If wsu keeps the session for a
 /// resume, the user is only detached, and removed (rooms told) after the session TTL unless it
@@ -273,7 +256,7 @@ pub async fn gone(socket: Socket, State(presence): State<Presence>, reason: Disc
     let id = *socket.id();
     let server = socket.server().clone();
     let mut reg = presence.lock();
-    if session_kept(&reason) {
+    if reason.session_kept() {
         // Checked under the lock: a resumed connection is registered before its connect hook
         // (which takes the lock to reattach) runs.
         if server.socket(id).is_some() {

@@ -9,7 +9,7 @@ use crate::hooks::DisconnectReason;
 use crate::server::Slot;
 use crate::stats::Counters;
 use crate::sync::{BoxFuture, CatchUnwind, panic_message};
-use crate::{CloseCode, Server, Socket};
+use crate::{Server, Socket};
 
 /// Run a hook: the call that makes its future and the future itself contain panics, and the
 /// whole is cancelled at the hook deadline ([`ServerBuilder::hook_timeout`]). Both outcomes are
@@ -99,22 +99,6 @@ async fn disconnect_hooks(
     }
 }
 
-/// Whether a session outlives a transport that ended this way: when the client did not mean
-/// to leave (PROTOCOL.md §13.5).
-fn keeps_session(reason: &DisconnectReason) -> bool {
-    match reason {
-        DisconnectReason::TransportClosed => true,
-        DisconnectReason::ServerClosed { code, .. } => matches!(
-            *code,
-            CloseCode::HEARTBEAT_TIMEOUT
-                | CloseCode::SLOW_CONSUMER
-                | CloseCode::WRITE_TIMEOUT
-                | CloseCode::GOING_AWAY
-        ),
-        DisconnectReason::ClientClosed { .. } | DisconnectReason::LeftNamespace => false,
-    }
-}
-
 /// With recovery on: keep the session for its TTL, or end it.
 fn detach_session(
     server: &Server,
@@ -123,7 +107,10 @@ fn detach_session(
     reason: &DisconnectReason,
 ) {
     if let Some(sessions) = &server.inner.sessions {
-        let saved = keeps_session(reason).then(|| conn.session_state(memberships));
+        // (After a takeover, 4003, the session is no longer this transport's: nothing happens.)
+        let saved = reason
+            .session_kept()
+            .then(|| conn.session_state(memberships));
         match saved {
             // With the cluster's streams the session waits in the engine, for any node.
             Some(saved) if server.streams_mode() => {
