@@ -46,17 +46,21 @@
 //! failing at once with [`EngineError::Unavailable`] meanwhile; nothing blocks or panics.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use async_nats::connection::State;
 use async_nats::{Client, ConnectOptions, Event, Subscriber};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::timeout;
-use wsu::cluster::{Engine, EngineError, EngineFuture, EngineSink};
+use wsu::cluster::{
+    Engine, EngineError, EngineFuture, EngineSink, StreamLimits, StreamPos, StreamRead, Streams,
+};
+
+mod streams;
 
 /// Messages the publisher task takes from the queue at once (one flush each).
 const BATCH: usize = 512;
@@ -161,6 +165,10 @@ impl NatsEngineBuilder {
             max_payload: AtomicUsize::new(max_payload),
             slow_consumers: AtomicU64::new(0),
             link: Mutex::new(Link::default()),
+            conn: watch::Sender::new(Conn {
+                up: true,
+                generation: 0,
+            }),
         });
         let (queue_tx, queue_rx) = mpsc::channel(self.publish_queue);
         let publisher = tokio::spawn(publisher(client.clone(), queue_rx));
@@ -175,6 +183,9 @@ impl NatsEngineBuilder {
         Ok(NatsEngine {
             client,
             shared,
+            publish_queue: self.publish_queue,
+            hist: OnceLock::new(),
+            starting: tokio::sync::Mutex::new(()),
             queue: Mutex::new(Some(queue_tx)),
             publisher: Mutex::new(Some(publisher)),
             tasks: Mutex::new(vec![monitor.abort_handle()]),
@@ -199,6 +210,10 @@ fn reconnect_delay(attempts: usize) -> Duration {
 pub struct NatsEngine {
     client: Client,
     shared: Arc<Shared>,
+    publish_queue: usize,
+    /// The streams side, once [`Streams::start`] ran.
+    hist: OnceLock<Arc<streams::Hist>>,
+    starting: tokio::sync::Mutex<()>,
     /// `None` once closed.
     queue: Mutex<Option<mpsc::Sender<Job>>>,
     publisher: Mutex<Option<JoinHandle<()>>>,
@@ -221,6 +236,15 @@ struct Shared {
     max_payload: AtomicUsize,
     slow_consumers: AtomicU64,
     link: Mutex<Link>,
+    /// The connection as the monitor sees it, for the streams' consumer.
+    conn: watch::Sender<Conn>,
+}
+
+/// Whether the connection is up, and how many times it was restored.
+#[derive(Debug, Clone, Copy)]
+struct Conn {
+    up: bool,
+    generation: u64,
 }
 
 /// The subscribers, and whether they were told the connection is lost.
@@ -413,6 +437,10 @@ impl Engine for NatsEngine {
         }
     }
 
+    fn streams(&self) -> Option<&dyn Streams> {
+        Some(self)
+    }
+
     fn close(&self) -> EngineFuture<'_, ()> {
         Box::pin(async move {
             if self.shared.closed.swap(true, Ordering::AcqRel) {
@@ -438,6 +466,97 @@ impl Engine for NatsEngine {
             }
             tracing::info!(url = %self.shared.url, "nats engine closed");
         })
+    }
+}
+
+impl NatsEngine {
+    fn hist(&self) -> Result<Arc<streams::Hist>, EngineError> {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(EngineError::Closed);
+        }
+        self.hist
+            .get()
+            .cloned()
+            .ok_or_else(|| EngineError::Other("nats engine: Streams::start was not called".into()))
+    }
+}
+
+fn failed<T: Send + 'static>(e: EngineError) -> EngineFuture<'static, Result<T, EngineError>> {
+    Box::pin(std::future::ready(Err(e)))
+}
+
+impl Streams for NatsEngine {
+    fn start(&self, prefix: &str, sink: EngineSink) -> EngineFuture<'_, Result<(), EngineError>> {
+        let prefix = prefix.to_owned();
+        Box::pin(async move {
+            if self.shared.closed.load(Ordering::Acquire) {
+                return Err(EngineError::Closed);
+            }
+            let _one = self.starting.lock().await;
+            if self.hist.get().is_some() {
+                return Err(EngineError::Other(
+                    "nats engine: Streams::start called twice".into(),
+                ));
+            }
+            let (hist, tasks) = streams::Hist::start(
+                self.client.clone(),
+                self.shared.url.clone(),
+                &prefix,
+                sink,
+                self.shared.conn.subscribe(),
+                self.publish_queue,
+            )
+            .await?;
+            lock(&self.tasks).extend(tasks);
+            let _ = self.hist.set(hist);
+            Ok(())
+        })
+    }
+
+    fn append(
+        &self,
+        stream: &str,
+        payload: Bytes,
+        limits: StreamLimits,
+    ) -> EngineFuture<'static, Result<StreamPos, EngineError>> {
+        let queued = self
+            .hist()
+            .and_then(|h| h.append(stream, payload, limits, self.max_payload()));
+        match queued {
+            Ok(rx) => Box::pin(async move { rx.await.unwrap_or(Err(EngineError::Closed)) }),
+            Err(e) => failed(e),
+        }
+    }
+
+    fn read(
+        &self,
+        stream: &str,
+        after: u64,
+        limit: usize,
+    ) -> EngineFuture<'static, Result<StreamRead, EngineError>> {
+        match self.hist() {
+            Ok(h) => Box::pin(h.read(stream.to_owned(), after, limit)),
+            Err(e) => failed(e),
+        }
+    }
+
+    fn put(
+        &self,
+        key: &str,
+        value: Bytes,
+        ttl: Duration,
+    ) -> EngineFuture<'static, Result<(), EngineError>> {
+        match self.hist() {
+            Ok(h) => Box::pin(h.put(key.to_owned(), value, ttl)),
+            Err(e) => failed(e),
+        }
+    }
+
+    fn take(&self, key: &str) -> EngineFuture<'static, Result<Option<Bytes>, EngineError>> {
+        match self.hist() {
+            Ok(h) => Box::pin(h.take(key.to_owned())),
+            Err(e) => failed(e),
+        }
     }
 }
 
@@ -507,6 +626,7 @@ async fn monitor(
         match event {
             Event::Disconnected => {
                 tracing::warn!(url = %shared.url, "nats engine: connection lost, reconnecting");
+                shared.conn.send_modify(|c| c.up = false);
                 let mut link = lock(&shared.link);
                 if !link.lost {
                     link.lost = true;
@@ -537,6 +657,10 @@ async fn monitor(
                     }
                 }
                 tracing::info!(url = %shared.url, "nats engine: connection restored");
+                shared.conn.send_modify(|c| {
+                    c.up = true;
+                    c.generation += 1;
+                });
                 let mut link = lock(&shared.link);
                 link.lost = false;
                 link.sinks.retain(|s| !s.is_closed());
