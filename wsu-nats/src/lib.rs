@@ -17,7 +17,7 @@
 //!
 //! # Behaviour
 //!
-//! - **Delivery is at most once** (core NATS, no JetStream): what is published while the
+//! - **Delivery is at most once** (core NATS; only [`Streams`](#streams) use JetStream): what is published while the
 //!   connection is down is lost, and the engine says so with
 //!   [`SinkEvent::Lost`](wsu::cluster::SinkEvent::Lost) /
 //!   [`SinkEvent::Restored`](wsu::cluster::SinkEvent::Restored).
@@ -36,6 +36,43 @@
 //!   the server proves that the subscriptions are in place again.
 //! - A dead server is noticed at once when its socket closes, and otherwise within about three
 //!   [`ping_interval`](NatsEngineBuilder::ping_interval)s (500 ms by default).
+//!
+//! # Streams
+//!
+//! The engine also offers [`wsu::cluster::Streams`] (so recovery works across nodes), on
+//! JetStream: the server must run with JetStream enabled (`nats-server -js`; 2.9 is enough).
+//!
+//! - **One JetStream stream per cluster prefix**, `{PREFIX}_wsu_hist` (the prefix with anything
+//!   but `[A-Za-z0-9_-]` replaced by `_`), file storage, on the subjects `{prefix}.h.>`. A wsu
+//!   stream (any string) is the subject `{prefix}.h.n<hex of its bytes>`.
+//! - **Offsets are JetStream stream sequences**: increasing per wsu stream, not contiguous.
+//!   Each append is published with `Nats-Expected-Last-Subject-Sequence` set to the last
+//!   sequence of its subject (cached per subject; on a conflict with another node the actual
+//!   one is taken from the error and the append retried), and carries that same value as
+//!   `prev` in the header `Wsu-Prev`. Appends to one wsu stream run one at a time in call
+//!   order (one round trip each); different streams run concurrently. An append fails at once
+//!   with [`EngineError::Unavailable`] while disconnected, and with [`EngineError::Backlog`]
+//!   when [`publish_queue`](NatsEngineBuilder::publish_queue) appends are already queued.
+//! - **Limits**: the stream's `max_msgs_per_subject` and `max_age` are the largest
+//!   [`StreamLimits`] any append asked for (raised by updating the stream; never lowered).
+//!   A wsu stream whose `keep` is below that is trimmed by a subject purge (`keep`) every
+//!   `keep / 2` appends (so between `keep` and `1.5 × keep` entries are kept); a smaller `ttl`
+//!   than the largest one is not enforced (entries may live longer, as the contract allows).
+//!   If all of a stream's entries expired, its next entry has `prev` 0 and `top` is 0.
+//! - **Epoch**: the JetStream stream's creation time. It survives a server restart with its
+//!   store, and changes if the stream is deleted and recreated (the engine recreates it when
+//!   an append finds it missing, and rereads it after every reconnection).
+//! - **Delivery**: one ordered pull consumer (`DeliverPolicy::New`) on the whole stream;
+//!   after a reconnection it is recreated (from the new end, entries in between are not
+//!   delivered) and only then is [`SinkEvent::Restored`](wsu::cluster::SinkEvent::Restored)
+//!   reported.
+//! - **Reads**: a short-lived pull consumer filtered on the subject, from `after + 1`, fetched
+//!   once (`limit` messages) and deleted; `top` is the subject's last sequence.
+//! - **Sessions**: a key-value bucket `{PREFIX}_wsu_sess` (history 1, keys hex-encoded). Each
+//!   value carries its TTL in a header and `take` ignores a value older than its TTL (by the
+//!   server's timestamp against this host's clock); the bucket's `max_age` is the largest TTL
+//!   asked for, which removes them eventually. `take` reads the value, then deletes it with the
+//!   expected revision: of two concurrent takers, only one succeeds.
 //!
 //! # Known limitation
 //!
