@@ -17,7 +17,7 @@
 //!
 //! # Behaviour
 //!
-//! - **Delivery is at most once** (core NATS, no JetStream): what is published while the
+//! - **Delivery is at most once** (core NATS; only [`Streams`](#streams) use JetStream): what is published while the
 //!   connection is down is lost, and the engine says so with
 //!   [`SinkEvent::Lost`](wsu::cluster::SinkEvent::Lost) /
 //!   [`SinkEvent::Restored`](wsu::cluster::SinkEvent::Restored).
@@ -37,6 +37,43 @@
 //! - A dead server is noticed at once when its socket closes, and otherwise within about three
 //!   [`ping_interval`](NatsEngineBuilder::ping_interval)s (500 ms by default).
 //!
+//! # Streams
+//!
+//! The engine also offers [`wsu::cluster::Streams`] (so recovery works across nodes), on
+//! JetStream: the server must run with JetStream enabled (`nats-server -js`; 2.9 is enough).
+//!
+//! - **One JetStream stream per cluster prefix**, `{PREFIX}_wsu_hist` (the prefix with anything
+//!   but `[A-Za-z0-9_-]` replaced by `_`), file storage, on the subjects `{prefix}.h.>`. A wsu
+//!   stream (any string) is the subject `{prefix}.h.n<hex of its bytes>`.
+//! - **Offsets are JetStream stream sequences**: increasing per wsu stream, not contiguous.
+//!   Each append is published with `Nats-Expected-Last-Subject-Sequence` set to the last
+//!   sequence of its subject (cached per subject; on a conflict with another node the actual
+//!   one is taken from the error and the append retried), and carries that same value as
+//!   `prev` in the header `Wsu-Prev`. Appends to one wsu stream run one at a time in call
+//!   order (one round trip each); different streams run concurrently. An append fails at once
+//!   with [`EngineError::Unavailable`] while disconnected, and with [`EngineError::Backlog`]
+//!   when [`publish_queue`](NatsEngineBuilder::publish_queue) appends are already queued.
+//! - **Limits**: the stream's `max_msgs_per_subject` and `max_age` are the largest
+//!   [`StreamLimits`] any append asked for (raised by updating the stream; never lowered).
+//!   A wsu stream whose `keep` is below that is trimmed by a subject purge (`keep`) every
+//!   `keep / 2` appends (so between `keep` and `1.5 × keep` entries are kept); a smaller `ttl`
+//!   than the largest one is not enforced (entries may live longer, as the contract allows).
+//!   If all of a stream's entries expired, its next entry has `prev` 0 and `top` is 0.
+//! - **Epoch**: the JetStream stream's creation time. It survives a server restart with its
+//!   store, and changes if the stream is deleted and recreated (the engine recreates it when
+//!   an append finds it missing, and rereads it after every reconnection).
+//! - **Delivery**: one ordered pull consumer (`DeliverPolicy::New`) on the whole stream;
+//!   after a reconnection it is recreated (from the new end, entries in between are not
+//!   delivered) and only then is [`SinkEvent::Restored`](wsu::cluster::SinkEvent::Restored)
+//!   reported.
+//! - **Reads**: a short-lived pull consumer filtered on the subject, from `after + 1`, fetched
+//!   once (`limit` messages) and deleted; `top` is the subject's last sequence.
+//! - **Sessions**: a key-value bucket `{PREFIX}_wsu_sess` (history 1, keys hex-encoded). Each
+//!   value carries its TTL in a header and `take` ignores a value older than its TTL (by the
+//!   server's timestamp against this host's clock); the bucket's `max_age` is the largest TTL
+//!   asked for, which removes them eventually. `take` reads the value, then deletes it with the
+//!   expected revision: of two concurrent takers, only one succeeds.
+//!
 //! # Known limitation
 //!
 //! async-nats 0.46 bounds the TCP connect of a reconnection attempt by
@@ -46,17 +83,21 @@
 //! failing at once with [`EngineError::Unavailable`] meanwhile; nothing blocks or panics.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use async_nats::connection::State;
 use async_nats::{Client, ConnectOptions, Event, Subscriber};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::timeout;
-use wsu::cluster::{Engine, EngineError, EngineFuture, EngineSink};
+use wsu::cluster::{
+    Engine, EngineError, EngineFuture, EngineSink, StreamLimits, StreamPos, StreamRead, Streams,
+};
+
+mod streams;
 
 /// Messages the publisher task takes from the queue at once (one flush each).
 const BATCH: usize = 512;
@@ -161,6 +202,10 @@ impl NatsEngineBuilder {
             max_payload: AtomicUsize::new(max_payload),
             slow_consumers: AtomicU64::new(0),
             link: Mutex::new(Link::default()),
+            conn: watch::Sender::new(Conn {
+                up: true,
+                generation: 0,
+            }),
         });
         let (queue_tx, queue_rx) = mpsc::channel(self.publish_queue);
         let publisher = tokio::spawn(publisher(client.clone(), queue_rx));
@@ -175,6 +220,9 @@ impl NatsEngineBuilder {
         Ok(NatsEngine {
             client,
             shared,
+            publish_queue: self.publish_queue,
+            hist: OnceLock::new(),
+            starting: tokio::sync::Mutex::new(()),
             queue: Mutex::new(Some(queue_tx)),
             publisher: Mutex::new(Some(publisher)),
             tasks: Mutex::new(vec![monitor.abort_handle()]),
@@ -199,6 +247,10 @@ fn reconnect_delay(attempts: usize) -> Duration {
 pub struct NatsEngine {
     client: Client,
     shared: Arc<Shared>,
+    publish_queue: usize,
+    /// The streams side, once [`Streams::start`] ran.
+    hist: OnceLock<Arc<streams::Hist>>,
+    starting: tokio::sync::Mutex<()>,
     /// `None` once closed.
     queue: Mutex<Option<mpsc::Sender<Job>>>,
     publisher: Mutex<Option<JoinHandle<()>>>,
@@ -221,6 +273,15 @@ struct Shared {
     max_payload: AtomicUsize,
     slow_consumers: AtomicU64,
     link: Mutex<Link>,
+    /// The connection as the monitor sees it, for the streams' consumer.
+    conn: watch::Sender<Conn>,
+}
+
+/// Whether the connection is up, and how many times it was restored.
+#[derive(Debug, Clone, Copy)]
+struct Conn {
+    up: bool,
+    generation: u64,
 }
 
 /// The subscribers, and whether they were told the connection is lost.
@@ -413,6 +474,10 @@ impl Engine for NatsEngine {
         }
     }
 
+    fn streams(&self) -> Option<&dyn Streams> {
+        Some(self)
+    }
+
     fn close(&self) -> EngineFuture<'_, ()> {
         Box::pin(async move {
             if self.shared.closed.swap(true, Ordering::AcqRel) {
@@ -438,6 +503,97 @@ impl Engine for NatsEngine {
             }
             tracing::info!(url = %self.shared.url, "nats engine closed");
         })
+    }
+}
+
+impl NatsEngine {
+    fn hist(&self) -> Result<Arc<streams::Hist>, EngineError> {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(EngineError::Closed);
+        }
+        self.hist
+            .get()
+            .cloned()
+            .ok_or_else(|| EngineError::Other("nats engine: Streams::start was not called".into()))
+    }
+}
+
+fn failed<T: Send + 'static>(e: EngineError) -> EngineFuture<'static, Result<T, EngineError>> {
+    Box::pin(std::future::ready(Err(e)))
+}
+
+impl Streams for NatsEngine {
+    fn start(&self, prefix: &str, sink: EngineSink) -> EngineFuture<'_, Result<(), EngineError>> {
+        let prefix = prefix.to_owned();
+        Box::pin(async move {
+            if self.shared.closed.load(Ordering::Acquire) {
+                return Err(EngineError::Closed);
+            }
+            let _one = self.starting.lock().await;
+            if self.hist.get().is_some() {
+                return Err(EngineError::Other(
+                    "nats engine: Streams::start called twice".into(),
+                ));
+            }
+            let (hist, tasks) = streams::Hist::start(
+                self.client.clone(),
+                self.shared.url.clone(),
+                &prefix,
+                sink,
+                self.shared.conn.subscribe(),
+                self.publish_queue,
+            )
+            .await?;
+            lock(&self.tasks).extend(tasks);
+            let _ = self.hist.set(hist);
+            Ok(())
+        })
+    }
+
+    fn append(
+        &self,
+        stream: &str,
+        payload: Bytes,
+        limits: StreamLimits,
+    ) -> EngineFuture<'static, Result<StreamPos, EngineError>> {
+        let queued = self
+            .hist()
+            .and_then(|h| h.append(stream, payload, limits, self.max_payload()));
+        match queued {
+            Ok(rx) => Box::pin(async move { rx.await.unwrap_or(Err(EngineError::Closed)) }),
+            Err(e) => failed(e),
+        }
+    }
+
+    fn read(
+        &self,
+        stream: &str,
+        after: u64,
+        limit: usize,
+    ) -> EngineFuture<'static, Result<StreamRead, EngineError>> {
+        match self.hist() {
+            Ok(h) => Box::pin(h.read(stream.to_owned(), after, limit)),
+            Err(e) => failed(e),
+        }
+    }
+
+    fn put(
+        &self,
+        key: &str,
+        value: Bytes,
+        ttl: Duration,
+    ) -> EngineFuture<'static, Result<(), EngineError>> {
+        match self.hist() {
+            Ok(h) => Box::pin(h.put(key.to_owned(), value, ttl)),
+            Err(e) => failed(e),
+        }
+    }
+
+    fn take(&self, key: &str) -> EngineFuture<'static, Result<Option<Bytes>, EngineError>> {
+        match self.hist() {
+            Ok(h) => Box::pin(h.take(key.to_owned())),
+            Err(e) => failed(e),
+        }
     }
 }
 
@@ -507,6 +663,7 @@ async fn monitor(
         match event {
             Event::Disconnected => {
                 tracing::warn!(url = %shared.url, "nats engine: connection lost, reconnecting");
+                shared.conn.send_modify(|c| c.up = false);
                 let mut link = lock(&shared.link);
                 if !link.lost {
                     link.lost = true;
@@ -537,6 +694,10 @@ async fn monitor(
                     }
                 }
                 tracing::info!(url = %shared.url, "nats engine: connection restored");
+                shared.conn.send_modify(|c| {
+                    c.up = true;
+                    c.generation += 1;
+                });
                 let mut link = lock(&shared.link);
                 link.lost = false;
                 link.sinks.retain(|s| !s.is_closed());
