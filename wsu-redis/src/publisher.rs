@@ -44,7 +44,9 @@ pub(crate) enum Op {
         ttl_ms: u64,
     },
     /// `GETDEL key`.
-    Take { key: String },
+    Take {
+        key: String,
+    },
 }
 
 impl Op {

@@ -350,7 +350,10 @@ mod tests {
             prefix: "p".into(),
             channel: "p:streams".into(),
         };
-        assert_eq!(n.keys("/a b"), ["{p:s:/a b}:x".to_owned(), "{p:s:/a b}:m".to_owned()]);
+        assert_eq!(
+            n.keys("/a b"),
+            ["{p:s:/a b}:x".to_owned(), "{p:s:/a b}:m".to_owned()]
+        );
         assert_eq!(n.value_key("k"), "{p:k:k}");
         assert_ne!(new_epoch(), new_epoch());
     }
