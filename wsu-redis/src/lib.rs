@@ -17,6 +17,22 @@
 //! Delivery is at most once, as the [`Engine`] contract says: what is published while Redis is
 //! away is lost.
 //!
+//! # Streams
+//!
+//! [`Engine::streams`] gives [`Streams`] (connection-state recovery across nodes), as
+//! Centrifugo does it on Redis. Per stream, a meta hash `{<prefix>:s:<stream>}:m` (`e`: the
+//! epoch, random when the hash is created; `s`: the top offset) and a Redis stream
+//! `{<prefix>:s:<stream>}:x` whose entry IDs are the offsets (`<offset>-0`, field `d`). An
+//! append is one Lua script (`EVALSHA`, sent whole after a `NOSCRIPT`) that creates the epoch
+//! if there is none (deleting a leftover stream), `HINCRBY`s the offset, `XADD`s with an exact
+//! `MAXLEN keep`, `PEXPIRE`s the stream to the TTL and the meta hash to at least a day, and
+//! `PUBLISH`es the entry on `<prefix>:streams` — so the order of delivery is the order of
+//! offsets. Appends, reads (a second script: `HMGET` + `XRANGE`), `SET … PX` and `GETDEL` go
+//! through the publishing queue, ordered with publishes, failing at once like them; the
+//! entries channel is subscribed on the subscription connection, with the node's topics.
+//! Offsets are contiguous, so an entry's `prev` is its offset minus one. A Redis that restarts
+//! without persistence loses the meta hash: the next append starts a new epoch at offset 1.
+//!
 //! # Failure detection
 //!
 //! - A server that dies or closes the connection is noticed at once (the connection reports

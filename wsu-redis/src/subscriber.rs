@@ -221,7 +221,7 @@ impl Subscriber {
                 () = conn::shutting_down(&mut self.shutdown) => return None,
                 () = dead.notified() => return Some("connection closed".into()),
                 j = self.joins.recv() => {
-                    let Some(j) = j else { return None };
+                    let j = j?;
                     let channels: Vec<String> = j.routes.iter().map(|(c, _)| c.clone()).collect();
                     st.join(j);
                     // Routes first: a message right after the subscription is not missed.
