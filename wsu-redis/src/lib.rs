@@ -17,6 +17,22 @@
 //! Delivery is at most once, as the [`Engine`] contract says: what is published while Redis is
 //! away is lost.
 //!
+//! # Streams
+//!
+//! [`Engine::streams`] gives [`Streams`] (connection-state recovery across nodes), as
+//! Centrifugo does it on Redis. Per stream, a meta hash `{<prefix>:s:<stream>}:m` (`e`: the
+//! epoch, random when the hash is created; `s`: the top offset) and a Redis stream
+//! `{<prefix>:s:<stream>}:x` whose entry IDs are the offsets (`<offset>-0`, field `d`). An
+//! append is one Lua script (`EVALSHA`, sent whole after a `NOSCRIPT`) that creates the epoch
+//! if there is none (deleting a leftover stream), `HINCRBY`s the offset, `XADD`s with an exact
+//! `MAXLEN keep`, `PEXPIRE`s the stream to the TTL and the meta hash to at least a day, and
+//! `PUBLISH`es the entry on `<prefix>:streams` — so the order of delivery is the order of
+//! offsets. Appends, reads (a second script: `HMGET` + `XRANGE`), `SET … PX` and `GETDEL` go
+//! through the publishing queue, ordered with publishes, failing at once like them; the
+//! entries channel is subscribed on the subscription connection, with the node's topics.
+//! Offsets are contiguous, so an entry's `prev` is its offset minus one. A Redis that restarts
+//! without persistence loses the meta hash: the next append starts a new epoch at offset 1.
+//!
 //! # Failure detection
 //!
 //! - A server that dies or closes the connection is noticed at once (the connection reports
@@ -51,14 +67,15 @@ use bytes::Bytes;
 use redis::{Client, IntoConnectionInfo, ProtocolVersion};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-use wsu::cluster::{Engine, EngineError, EngineFuture, EngineSink};
+use wsu::cluster::{Engine, EngineError, EngineFuture, EngineSink, Streams};
 
 mod conn;
 mod publisher;
+mod streams;
 mod subscriber;
 
-use publisher::{Outgoing, Publisher};
-use subscriber::Subscriber;
+use publisher::{Op, Outgoing, Publisher};
+use subscriber::{Join, Route, Subscriber};
 
 /// How long [`Engine::close`] waits for the publisher task, which flushes its queue within
 /// [`publisher::CLOSE_FLUSH`].
@@ -161,8 +178,10 @@ impl RedisEngineBuilder {
             tasks: Mutex::new(Tasks {
                 publisher: Some(publisher),
                 subscriber: None,
+                joins: None,
                 subscribed: false,
             }),
+            streams: std::sync::OnceLock::new(),
         })
     }
 }
@@ -170,6 +189,8 @@ impl RedisEngineBuilder {
 struct Tasks {
     publisher: Option<JoinHandle<()>>,
     subscriber: Option<JoinHandle<()>>,
+    /// Feeds the subscriber task.
+    joins: Option<mpsc::UnboundedSender<Join>>,
     subscribed: bool,
 }
 
@@ -184,6 +205,8 @@ pub struct RedisEngine {
     shutdown: watch::Sender<bool>,
     max_payload: usize,
     tasks: Mutex<Tasks>,
+    /// Set by [`Streams::start`].
+    streams: std::sync::OnceLock<streams::Names>,
 }
 
 impl fmt::Debug for RedisEngine {
@@ -228,18 +251,20 @@ impl RedisEngine {
         self.tasks.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Queue one publish; the receiver gets its outcome.
+    /// Queue one operation carrying `payload_len` bytes of payload; the receiver gets its
+    /// reply. Fails at once when the engine is closed, the payload too large, Redis away or the
+    /// queue full.
     fn enqueue(
         &self,
-        topic: &str,
-        payload: Bytes,
-    ) -> Result<oneshot::Receiver<Result<(), EngineError>>, EngineError> {
+        op: Op,
+        payload_len: usize,
+    ) -> Result<oneshot::Receiver<Result<redis::Value, EngineError>>, EngineError> {
         if self.shared.closed.load(Ordering::SeqCst) {
             return Err(EngineError::Closed);
         }
-        if payload.len() > self.max_payload {
+        if payload_len > self.max_payload {
             return Err(EngineError::TooLarge {
-                size: payload.len(),
+                size: payload_len,
                 max: self.max_payload,
             });
         }
@@ -247,16 +272,81 @@ impl RedisEngine {
             return Err(self.shared.unavailable());
         }
         let (done, rx) = oneshot::channel();
-        let o = Outgoing {
-            topic: topic.into(),
-            payload,
-            done,
-        };
-        self.queue.try_send(o).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => EngineError::Backlog,
-            mpsc::error::TrySendError::Closed(_) => EngineError::Closed,
-        })?;
+        self.queue
+            .try_send(Outgoing { op, done })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => EngineError::Backlog,
+                mpsc::error::TrySendError::Closed(_) => EngineError::Closed,
+            })?;
         Ok(rx)
+    }
+
+    /// Queue `op` and map its reply with `f`, as a future that does not borrow the engine.
+    fn request<T: Send + 'static>(
+        &self,
+        op: Op,
+        payload_len: usize,
+        f: impl FnOnce(redis::Value) -> Result<T, EngineError> + Send + 'static,
+    ) -> EngineFuture<'static, Result<T, EngineError>> {
+        let queued = self.enqueue(op, payload_len);
+        Box::pin(async move {
+            match queued?.await {
+                Ok(r) => f(r?),
+                // The publisher stopped (engine closed) with this operation still queued.
+                Err(_) => Err(EngineError::Closed),
+            }
+        })
+    }
+
+    /// Have the subscriber task listen to `routes` too (starting it if need be); the receiver
+    /// gets the first outcome.
+    fn join(
+        &self,
+        routes: Vec<(String, Route)>,
+        sink: EngineSink,
+    ) -> Result<oneshot::Receiver<Result<(), EngineError>>, EngineError> {
+        if self.shared.closed.load(Ordering::SeqCst) {
+            return Err(EngineError::Closed);
+        }
+        let (first, first_rx) = oneshot::channel();
+        let mut j = Join {
+            routes,
+            sink,
+            first,
+        };
+        let mut tasks = self.tasks();
+        if let Some(joins) = &tasks.joins {
+            match joins.send(j) {
+                Ok(()) => return Ok(first_rx),
+                // The task ended (nobody listened any more): start another.
+                Err(mpsc::error::SendError(back)) => j = back,
+            }
+        }
+        let (joins, joins_rx) = mpsc::unbounded_channel();
+        let _ = joins.send(j);
+        self.shared
+            .sub
+            .store(SubState::Down as u8, Ordering::SeqCst);
+        let task = Subscriber {
+            client: self.client.clone(),
+            joins: joins_rx,
+            shared: self.shared.clone(),
+            shutdown: self.shutdown.subscribe(),
+        };
+        tasks.subscriber = Some(tokio::spawn(task.run()));
+        tasks.joins = Some(joins);
+        Ok(first_rx)
+    }
+}
+
+/// The outcome of a [`RedisEngine::join`].
+async fn joined(
+    started: Result<oneshot::Receiver<Result<(), EngineError>>, EngineError>,
+) -> Result<(), EngineError> {
+    match started?.await {
+        Ok(r) => r,
+        // The task stopped before subscribing: the engine closed meanwhile.
+        Err(_) => Err(EngineError::Closed),
     }
 }
 
@@ -278,34 +368,28 @@ impl Engine for RedisEngine {
             if self.shared.closed.load(Ordering::SeqCst) {
                 return Err(EngineError::Closed);
             }
-            let mut tasks = self.tasks();
-            if tasks.subscribed {
-                return Err(EngineError::Other(
-                    "RedisEngine::subscribe may only be called once".into(),
-                ));
+            {
+                let mut tasks = self.tasks();
+                if tasks.subscribed {
+                    return Err(EngineError::Other(
+                        "RedisEngine::subscribe may only be called once".into(),
+                    ));
+                }
+                tasks.subscribed = true;
             }
-            tasks.subscribed = true;
-            let (first, first_rx) = oneshot::channel();
-            self.shared
-                .sub
-                .store(SubState::Down as u8, Ordering::SeqCst);
-            let task = Subscriber {
-                client: self.client.clone(),
-                topics,
-                sink,
-                shared: self.shared.clone(),
-                shutdown: self.shutdown.subscribe(),
-            };
-            tasks.subscriber = Some(tokio::spawn(task.run(first)));
-            Ok(first_rx)
+            let routes = topics
+                .into_iter()
+                .map(|t| {
+                    let route = Route::Topic {
+                        topic: Arc::from(t.as_str()),
+                        sink: sink.clone(),
+                    };
+                    (t, route)
+                })
+                .collect();
+            self.join(routes, sink)
         })();
-        Box::pin(async move {
-            match started?.await {
-                Ok(r) => r,
-                // The task stopped before subscribing: the engine closed meanwhile.
-                Err(_) => Err(EngineError::Closed),
-            }
-        })
+        Box::pin(joined(started))
     }
 
     fn publish(
@@ -313,14 +397,12 @@ impl Engine for RedisEngine {
         topic: &str,
         payload: Bytes,
     ) -> EngineFuture<'static, Result<(), EngineError>> {
-        let queued = self.enqueue(topic, payload);
-        Box::pin(async move {
-            match queued?.await {
-                Ok(r) => r,
-                // The publisher stopped (engine closed) with this message still queued.
-                Err(_) => Err(EngineError::Closed),
-            }
-        })
+        let len = payload.len();
+        let op = Op::Publish {
+            topic: topic.into(),
+            payload,
+        };
+        self.request(op, len, |_| Ok(()))
     }
 
     fn close(&self) -> EngineFuture<'_, ()> {
@@ -349,6 +431,10 @@ impl Engine for RedisEngine {
             }
             self.shared.pub_up.store(false, Ordering::SeqCst);
         })
+    }
+
+    fn streams(&self) -> Option<&dyn Streams> {
+        Some(self)
     }
 }
 

@@ -1,4 +1,6 @@
-//! The publisher task: one connection, one queue, one pipeline of PUBLISH per batch.
+//! The publisher task: one connection, one queue, one pipeline per batch (PUBLISH, and the
+//! commands of [`Streams`](wsu::cluster::Streams): scripts, `SET`, `GETDEL`), so that every
+//! operation is ordered when it is queued.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -7,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use redis::aio::MultiplexedConnection;
-use redis::{Client, Pipeline, RedisResult};
+use redis::{Client, Pipeline, RedisResult, Value};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::{MissedTickBehavior, interval, timeout};
 use tracing::{debug, info, warn};
@@ -23,15 +25,90 @@ const BATCH_MESSAGES: usize = 1024;
 /// A batch stops growing past this many payload bytes.
 const BATCH_BYTES: usize = 4 << 20;
 
-/// One queued publish.
+/// One queued operation.
+pub(crate) enum Op {
+    Publish {
+        topic: Box<str>,
+        payload: Bytes,
+    },
+    /// `EVALSHA` (or `EVAL` when the server does not have it) of one of [`SCRIPTS`].
+    Script {
+        script: ScriptId,
+        keys: [String; 2],
+        args: Vec<Bytes>,
+    },
+    /// `SET key value PX ttl`.
+    Put {
+        key: String,
+        value: Bytes,
+        ttl_ms: u64,
+    },
+    /// `GETDEL key`.
+    Take {
+        key: String,
+    },
+}
+
+impl Op {
+    /// The payload bytes it carries, for the batch limit.
+    fn size(&self) -> usize {
+        match self {
+            Op::Publish { payload, .. } => payload.len(),
+            Op::Script { args, .. } => args.iter().map(Bytes::len).sum(),
+            Op::Put { value, .. } => value.len(),
+            Op::Take { .. } => 0,
+        }
+    }
+
+    /// Add it to `pipe`; a script by its SHA when `shas` has it, else by its text.
+    fn add_to(&self, pipe: &mut Pipeline, shas: Option<&[String; SCRIPTS.len()]>) {
+        match self {
+            Op::Publish { topic, payload } => {
+                pipe.cmd("PUBLISH").arg(&**topic).arg(&payload[..]);
+            }
+            Op::Script { script, keys, args } => {
+                let i = *script as usize;
+                match shas {
+                    Some(shas) => pipe.cmd("EVALSHA").arg(&shas[i]),
+                    None => pipe.cmd("EVAL").arg(SCRIPTS[i]),
+                };
+                pipe.arg(2).arg(&keys[0]).arg(&keys[1]);
+                for a in args {
+                    pipe.arg(&a[..]);
+                }
+            }
+            Op::Put { key, value, ttl_ms } => {
+                pipe.cmd("SET")
+                    .arg(key)
+                    .arg(&value[..])
+                    .arg("PX")
+                    .arg(*ttl_ms);
+            }
+            Op::Take { key } => {
+                pipe.cmd("GETDEL").arg(key);
+            }
+        }
+    }
+}
+
+/// The Lua scripts operations may run, by [`ScriptId`].
+pub(crate) const SCRIPTS: [&str; 2] = [crate::streams::APPEND, crate::streams::READ];
+
+/// An index in [`SCRIPTS`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ScriptId {
+    Append = 0,
+    Read = 1,
+}
+
+/// One queued operation and who waits for its reply.
 pub(crate) struct Outgoing {
-    pub(crate) topic: Box<str>,
-    pub(crate) payload: Bytes,
-    pub(crate) done: oneshot::Sender<Result<(), EngineError>>,
+    pub(crate) op: Op,
+    pub(crate) done: oneshot::Sender<Result<Value, EngineError>>,
 }
 
 impl Outgoing {
-    fn finish(self, r: Result<(), EngineError>) {
+    fn finish(self, r: Result<Value, EngineError>) {
         // The caller may have dropped its future: nobody to tell.
         let _ = self.done.send(r);
     }
@@ -41,14 +118,30 @@ impl Outgoing {
 pub(crate) struct Conn {
     conn: MultiplexedConnection,
     dead: Arc<Notify>,
+    /// The SHA1 of each of [`SCRIPTS`], loaded when the connection opened (`None`: loading
+    /// failed, scripts are sent whole).
+    shas: Option<[String; SCRIPTS.len()]>,
 }
 
 /// Open the publishing connection.
 pub(crate) async fn open(client: &Client) -> RedisResult<Conn> {
     // Nothing is subscribed on this connection: the only push that matters is the library's
     // disconnection notice, which `conn::open` turns into `dead`.
-    let (conn, dead) = conn::open(client, |_| {}).await?;
-    Ok(Conn { conn, dead })
+    let (mut conn, dead) = conn::open(client, |_| {}).await?;
+    let mut load = Pipeline::with_capacity(SCRIPTS.len());
+    for s in SCRIPTS {
+        load.cmd("SCRIPT").arg("LOAD").arg(s);
+    }
+    let shas = match load.query_async::<Vec<String>>(&mut conn).await {
+        Ok(v) => <[String; SCRIPTS.len()]>::try_from(v).ok(),
+        Err(e) if conn::is_connection_error(&e) => return Err(e),
+        Err(e) => {
+            // Scripting refused (an ACL, say): publishes still work, streams get the error.
+            debug!("redis publisher: SCRIPT LOAD failed: {e}");
+            None
+        }
+    };
+    Ok(Conn { conn, dead, shas })
 }
 
 pub(crate) struct Publisher {
@@ -123,7 +216,7 @@ impl Publisher {
                 first = self.rx.recv() => {
                     let Some(first) = first else { return Served::Stop };
                     fill(&mut self.rx, batch, first);
-                    if let Err(why) = send(&mut c.conn, batch, pipe).await {
+                    if let Err(why) = send(c, batch, pipe).await {
                         self.fail_batch(batch, &why);
                         return Served::Lost(why);
                     }
@@ -145,7 +238,7 @@ impl Publisher {
     async fn flush(&mut self, c: &mut Conn, batch: &mut Vec<Outgoing>, pipe: &mut Pipeline) {
         while let Ok(first) = self.rx.try_recv() {
             fill(&mut self.rx, batch, first);
-            if let Err(why) = send(&mut c.conn, batch, pipe).await {
+            if let Err(why) = send(c, batch, pipe).await {
                 debug!("redis publisher: flush on close failed: {why}");
                 self.fail_batch(batch, &why);
                 self.fail_queued();
@@ -212,12 +305,12 @@ impl Publisher {
 
 /// `first` and whatever else is queued right now, up to the batch limits.
 fn fill(rx: &mut mpsc::Receiver<Outgoing>, batch: &mut Vec<Outgoing>, first: Outgoing) {
-    let mut bytes = first.payload.len();
+    let mut bytes = first.op.size();
     batch.push(first);
     while batch.len() < BATCH_MESSAGES && bytes < BATCH_BYTES {
         match rx.try_recv() {
             Ok(o) => {
-                bytes += o.payload.len();
+                bytes += o.op.size();
                 batch.push(o);
             }
             Err(_) => break,
@@ -226,36 +319,59 @@ fn fill(rx: &mut mpsc::Receiver<Outgoing>, batch: &mut Vec<Outgoing>, first: Out
 }
 
 /// Send `batch` as one pipeline and report each outcome; `Err` when the connection failed,
-/// with the batch left for the caller to fail.
-async fn send(
+/// with what was not answered left in `batch` for the caller to fail.
+///
+/// A script the server does not know (`NOSCRIPT`: its script cache was flushed) is sent again
+/// whole, right away: every script of the batch failed the same way, so they run again in the
+/// order they were queued.
+async fn send(c: &mut Conn, batch: &mut Vec<Outgoing>, pipe: &mut Pipeline) -> Result<(), String> {
+    let replies = run(&mut c.conn, batch, pipe, c.shas.as_ref()).await?;
+    let mut retry = Vec::new();
+    for (o, r) in batch.drain(..).zip(replies) {
+        match r {
+            Err(e) if e.code() == Some("NOSCRIPT") && matches!(o.op, Op::Script { .. }) => {
+                retry.push(o)
+            }
+            r => o.finish(r.map_err(|e| EngineError::Other(e.to_string()))),
+        }
+    }
+    if retry.is_empty() {
+        return Ok(());
+    }
+    debug!("redis publisher: scripts not cached on the server, sending them whole");
+    *batch = retry;
+    let replies = run(&mut c.conn, batch, pipe, None).await?;
+    for (o, r) in batch.drain(..).zip(replies) {
+        o.finish(r.map_err(|e| EngineError::Other(e.to_string())));
+    }
+    Ok(())
+}
+
+/// Send `batch` as one pipeline: one reply per operation (`Ok` with `batch` untouched), or
+/// `Err` when the connection failed. Any other failure of the whole pipeline fails the batch.
+async fn run(
     conn: &mut MultiplexedConnection,
     batch: &mut Vec<Outgoing>,
     pipe: &mut Pipeline,
-) -> Result<(), String> {
+    shas: Option<&[String; SCRIPTS.len()]>,
+) -> Result<Vec<RedisResult<Value>>, String> {
     pipe.clear();
     for o in batch.iter() {
-        pipe.cmd("PUBLISH").arg(&*o.topic).arg(&o.payload[..]);
+        o.op.add_to(pipe, shas);
     }
-    let result = pipe
-        .query_async::<Vec<RedisResult<redis::Value>>>(conn)
-        .await;
+    let result = pipe.query_async::<Vec<RedisResult<Value>>>(conn).await;
     match result {
-        Ok(replies) if replies.len() == batch.len() => {
-            for (o, r) in batch.drain(..).zip(replies) {
-                o.finish(r.map(|_| ()).map_err(|e| EngineError::Other(e.to_string())));
-            }
-            Ok(())
-        }
+        Ok(replies) if replies.len() == batch.len() => Ok(replies),
         Ok(replies) => {
             let e = format!(
-                "{} replies to a pipeline of {} PUBLISH",
+                "{} replies to a pipeline of {} commands",
                 replies.len(),
                 batch.len()
             );
             for o in batch.drain(..) {
                 o.finish(Err(EngineError::Other(e.clone())));
             }
-            Ok(())
+            Ok(Vec::new())
         }
         // The caller marks the broker down, then fails the batch.
         Err(e) if conn::is_connection_error(&e) => Err(e.to_string()),
@@ -264,7 +380,7 @@ async fn send(
             for o in batch.drain(..) {
                 o.finish(Err(EngineError::Other(why.clone())));
             }
-            Ok(())
+            Ok(Vec::new())
         }
     }
 }
