@@ -647,6 +647,20 @@ pub async fn recovery_across_nodes(factory: EngineFactory, prefix: &str) {
         theirs.iter().map(pos).collect::<Vec<_>>(),
         "the same numbering on both nodes"
     );
+    // 1,000 broadcasts from both nodes; the client loses its TCP connection in the middle of
+    // them and comes back on the other node while they go on.
+    let (na, nb) = (nodes.server(0).clone(), nodes.server(1).clone());
+    let sender = tokio::spawn(async move {
+        for i in 5..1005 {
+            let node = if i % 2 == 0 { &na } else { &nb };
+            node.to("r").emit("n", &i).expect("emit");
+            if i % 20 == 0 {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+    });
+    let mut seen = seen;
+    seen.extend(s.events(200).await);
     let token = s.token();
     let sid = s.sid();
     let positions = s.positions.clone();
@@ -655,9 +669,6 @@ pub async fn recovery_across_nodes(factory: EngineFactory, prefix: &str) {
         nodes.server(0).stats().sessions_parked == 1
     })
     .await;
-    for i in 5..105 {
-        nodes.server(i % 2).to("r").emit("n", &i).expect("emit");
-    }
     // Back on the other node.
     let mut back = Session::resume_with(b_addr, &token, positions.clone()).await;
     assert_eq!(back.hello["resume"]["accepted"], true, "{}", back.hello);
@@ -666,8 +677,9 @@ pub async fn recovery_across_nodes(factory: EngineFactory, prefix: &str) {
     assert_eq!(r["data"]["recovered"], true, "{r}");
     let mut all = seen;
     all.extend(r["data"]["events"].as_array().cloned().unwrap_or_default());
-    let rest = 105 - all.len();
+    let rest = 1005 - all.len();
     all.extend(back.events(rest).await);
+    sender.await.expect("sender");
     let offsets: Vec<u64> = all
         .iter()
         .map(|e| e["offset"].as_u64().expect("offset"))
@@ -678,10 +690,16 @@ pub async fn recovery_across_nodes(factory: EngineFactory, prefix: &str) {
     );
     let mut got: Vec<i64> = all.iter().map(|e| e["data"].as_i64().expect("n")).collect();
     got.sort_unstable();
-    assert_eq!(got, (0..105).collect::<Vec<_>>(), "each once");
+    assert_eq!(got, (0..1005).collect::<Vec<_>>(), "each once");
+    // The member that never left saw the same stream, in the same order.
+    let theirs = witness.events(1000).await;
+    assert_eq!(
+        all[5..].iter().map(pos).collect::<Vec<_>>(),
+        theirs.iter().map(pos).collect::<Vec<_>>()
+    );
     // Still in its room, on the new node.
-    nodes.server(0).to("r").emit("n", &105).expect("emit");
-    assert_eq!(back.events(1).await[0]["data"], 105);
+    nodes.server(0).to("r").emit("n", &1005).expect("emit");
+    assert_eq!(back.events(1).await[0]["data"], 1005);
     // The session was taken: once its client spoke on the new connection, the token cannot
     // be used again, on either node.
     back.client.send(json!({"type": "ping"})).await;
