@@ -10,7 +10,7 @@
 //
 // Per engine: both pages choose a nickname and join #lobby; a message from node A's page appears
 // in node B's page and one from B in A (room broadcasts cross nodes), while each page's member
-// list is its own node's (presence is per node). Screenshots: tests/browser/out/cluster-<engine>-
+// list shows the users of both nodes (presence crosses nodes). Screenshots: tests/browser/out/cluster-<engine>-
 // a.png and -b.png.
 //
 // Every wait is for an expected state (bounded); nothing sleeps to synchronise. The only retry is
@@ -228,7 +228,7 @@ after(async () => {
 });
 
 for (const engine of ENGINES) {
-  test(`two chat nodes on ${engine.name}: messages cross nodes, member lists are per node`, T, async (t) => {
+  test(`two chat nodes on ${engine.name}: messages cross nodes, member lists cross nodes`, T, async (t) => {
     if (!engine.bin) {
       const why = `${engine.pkg} not found (PATH, /usr/sbin); apt-get install ${engine.pkg}`;
       if (IN_CI) assert.fail(`FAILED: cluster test on ${engine.name}: ${why} (CI is set: a missing broker fails)`);
@@ -294,9 +294,11 @@ for (const engine of ENGINES) {
         assert.equal(all.filter((x) => x === 'Hello from node A').length, 1);
         assert.equal(all.filter((x) => x === 'Hello back from node B').length, 1);
       }
-      // Presence is per node: each member list is its own node's (not overwritten by the other).
-      assert.deepEqual(await members(pageA), ['ann']);
-      assert.deepEqual(await members(pageB), ['bob']);
+      // Presence crosses nodes: each member list shows both users, wherever they are connected.
+      for (const page of [pageA, pageB]) {
+        await until(page, () => document.querySelectorAll('#members li .who').length === 2);
+        assert.deepEqual((await members(page)).sort(), ['ann', 'bob']);
+      }
 
       await pageA.screenshot({ path: path.join(OUT, `cluster-${engine.name}-a.png`) });
       await pageB.screenshot({ path: path.join(OUT, `cluster-${engine.name}-b.png`) });

@@ -498,6 +498,7 @@ macro_rules! cluster_suite {
         $crate::cluster_suite!(@one $setup, node_gone);
         $crate::cluster_suite!(@one $setup, recovery_per_node);
         $crate::cluster_suite!(@one $setup, recovery_across_nodes);
+        $crate::cluster_suite!(@one $setup, presence_across_nodes);
     };
     (@one $setup:path, $name:ident) => {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -572,6 +573,91 @@ pub async fn recovery_per_node(factory: EngineFactory, prefix: &str) {
         .collect();
     assert!(offsets.windows(2).all(|w| w[0] < w[1]), "{offsets:?}");
     drop(back);
+    nodes.stop().await;
+}
+
+/// Presence across nodes: a joiner's state lists the members of every node, joins and leaves
+/// cross nodes, and when a node dies its members leave, for the others, once the membership
+/// drops it (the node timeout).
+pub async fn presence_across_nodes(factory: EngineFactory, prefix: &str) {
+    let nodes = Nodes::start_with(&factory, prefix, 2, |b| b.presence(true)).await;
+    async fn join(c: &mut Client) -> Value {
+        c.send(json!({"type": "join", "room": "p", "ackId": "j"}))
+            .await;
+        let state = c.recv().await;
+        assert_eq!(state["type"], "presence", "{state}");
+        assert_eq!(c.recv().await["type"], "ack");
+        state
+    }
+    let (mut a, a_id) = nodes.client(0).await;
+    let state = join(&mut a).await;
+    assert_eq!(state["data"]["state"].as_object().map(|o| o.len()), Some(1));
+    eventually("node B knows a", || {
+        nodes.server(1).presence("/", "p").len() == 1
+    })
+    .await;
+    let (mut b, b_id) = nodes.client(1).await;
+    let state = join(&mut b).await;
+    let keys: Vec<String> = state["data"]["state"]
+        .as_object()
+        .expect("state")
+        .keys()
+        .cloned()
+        .collect();
+    let mut want = vec![a_id.to_string(), b_id.to_string()];
+    want.sort();
+    assert_eq!(keys, want, "the state lists both nodes' members");
+    // a (on node A) hears b's join, from node B.
+    let diff = a.recv().await;
+    assert_eq!(diff["type"], "presence", "{diff}");
+    assert_eq!(
+        diff["data"]["joins"][b_id.to_string()][0]["sid"],
+        b_id.to_string()
+    );
+    eventually("both nodes list both", || {
+        nodes.server(0).presence("/", "p").len() == 2
+            && nodes.server(1).presence("/", "p").len() == 2
+    })
+    .await;
+    // b leaves the room: a hears it.
+    b.send(json!({"type": "leave", "room": "p", "ackId": "l"}))
+        .await;
+    assert_eq!(b.recv().await["type"], "ack");
+    let diff = a.recv().await;
+    assert_eq!(
+        diff["data"]["leaves"][b_id.to_string()][0]["sid"],
+        b_id.to_string(),
+        "{diff}"
+    );
+    // b comes back, then node B dies (goes silent): a hears b leave once B is dropped.
+    join(&mut b).await;
+    let diff = a.recv().await;
+    assert_eq!(
+        diff["data"]["joins"][b_id.to_string()][0]["sid"],
+        b_id.to_string(),
+        "{diff}"
+    );
+    nodes.cut[1].store(true, Ordering::Relaxed);
+    let started = tokio::time::Instant::now();
+    let diff = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let m = a.recv().await;
+            if m["type"] == "presence" {
+                return m;
+            }
+        }
+    })
+    .await
+    .expect("a leave within the node timeout");
+    assert_eq!(
+        diff["data"]["leaves"][b_id.to_string()][0]["sid"],
+        b_id.to_string(),
+        "{diff}"
+    );
+    println!("a dead node's member left after {:?}", started.elapsed());
+    assert_eq!(nodes.server(0).presence("/", "p").len(), 1);
+    nodes.cut[1].store(false, Ordering::Relaxed);
+    drop((a, b));
     nodes.stop().await;
 }
 

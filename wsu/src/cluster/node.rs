@@ -63,6 +63,8 @@ pub(crate) struct Node {
     /// With recovery on and an engine that has [`Streams`](super::Streams): how much of each
     /// namespace's stream the broker keeps. Broadcasts then go through the streams.
     pub(crate) stream_limits: Option<super::StreamLimits>,
+    /// The other nodes' room members (with presence on).
+    pub(crate) remote_presence: crate::presence::RemotePresence,
 }
 
 impl std::fmt::Debug for Node {
@@ -112,6 +114,7 @@ impl Node {
             stop,
             started: OnceLock::new(),
             stream_limits,
+            remote_presence: crate::presence::RemotePresence::default(),
         })
     }
 
@@ -401,7 +404,7 @@ impl Node {
                         break;
                     }
                     self.heartbeat(false);
-                    self.expire_peers();
+                    self.expire_peers(server.upgrade().map(|inner| Server { inner }));
                 }
                 _ = stop.changed() => break,
             }
@@ -415,16 +418,23 @@ impl Node {
         .await;
     }
 
-    fn expire_peers(&self) {
+    fn expire_peers(&self, server: Option<Server>) {
         let now = Instant::now();
         let timeout = self.config.node_timeout;
+        let mut gone = Vec::new();
         lock(&self.peers).retain(|peer, seen| {
             let alive = now.duration_since(*seen) < timeout;
             if !alive {
                 tracing::warn!(node = %self.id, peer = %peer, "cluster node timed out; dropped from the membership");
+                gone.push(peer.clone());
             }
             alive
         });
+        if let Some(server) = server {
+            for peer in gone {
+                self.node_gone(&server, &peer);
+            }
+        }
     }
 
     fn on_event(self: &Arc<Self>, server: Server, ev: SinkEvent) {
@@ -503,6 +513,53 @@ impl Node {
         }
     }
 
+    /// Tell the other nodes about a presence change in a room.
+    pub(crate) fn publish_presence(
+        &self,
+        ns: &str,
+        room: &str,
+        except: Option<crate::SocketId>,
+        frame: &[u8],
+    ) {
+        let mut h = Header::new(&self.id, Kind::Presence);
+        h.filter = Some(Filter {
+            ns: ns.to_owned(),
+            rooms: vec![room.to_owned()],
+            except: except.map(|id| vec![id.to_string()]).unwrap_or_default(),
+            ..Filter::default()
+        });
+        self.publish_counted(&self.topic_all, wire::encode(&h, frame));
+    }
+
+    /// A node joined: tell it who is in this node's rooms.
+    fn sync_presence(&self, server: &Server, peer: &str) {
+        let topic = self.node_topic(peer);
+        for ns in server.all_namespaces() {
+            for (room, frame) in ns.presence_sync() {
+                let mut h = Header::new(&self.id, Kind::Presence);
+                h.filter = Some(Filter {
+                    ns: ns.name.to_string(),
+                    rooms: vec![room],
+                    ..Filter::default()
+                });
+                self.publish_counted(&topic, wire::encode(&h, frame.as_bytes()));
+            }
+        }
+    }
+
+    /// A node left the membership: its members leave their rooms, for this node's members.
+    fn node_gone(&self, server: &Server, peer: &str) {
+        for (ns, room, gone) in self.remote_presence.drop_node(peer) {
+            let frame = crate::presence::leaves_frame(&ns, &room, &gone);
+            server
+                .of(&ns)
+                .to(&room)
+                .local()
+                .volatile()
+                .send_frame(frame);
+        }
+    }
+
     /// Count an outcome awaited elsewhere.
     pub(crate) fn count(&self, r: &Result<(), EngineError>) {
         self.count_outcome(r);
@@ -532,12 +589,26 @@ impl Node {
                     super::local::deliver(&server, filter, body);
                 }
             }
+            Kind::Presence => {
+                let (Some(filter), Some(diff)) = (&h.filter, crate::presence::parse_diff(&body))
+                else {
+                    self.counters.invalid.fetch_add(1, Relaxed);
+                    return;
+                };
+                self.remote_presence.apply(&h.node, &diff);
+                if let Ok(frame) = tokio_tungstenite::tungstenite::Utf8Bytes::try_from(body) {
+                    super::local::broadcast_of(&server, filter)
+                        .volatile()
+                        .send_frame(frame);
+                }
+            }
             Kind::Heartbeat => {
                 let new = lock(&self.peers)
                     .insert(h.node.clone(), Instant::now())
                     .is_none();
                 if new {
                     tracing::info!(node = %self.id, peer = %h.node, "cluster node joined");
+                    self.sync_presence(&server, &h.node);
                 }
                 if h.init {
                     self.heartbeat(false);
@@ -545,6 +616,7 @@ impl Node {
             }
             Kind::Bye => {
                 lock(&self.peers).remove(&h.node);
+                self.node_gone(&server, &h.node);
                 tracing::info!(node = %self.id, peer = %h.node, "cluster node left");
             }
             Kind::Request => {

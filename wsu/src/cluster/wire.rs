@@ -43,6 +43,10 @@ pub(crate) enum Kind {
     /// An answer to request `id`.
     #[serde(rename = "res")]
     Response,
+    /// A presence change (joins/leaves) in the filter's room; body: the client frame. Receivers
+    /// deliver it to their members of the room and keep it in their replica.
+    #[serde(rename = "p")]
+    Presence,
 }
 
 /// A request's operation, applied to the connections the header's filter selects.

@@ -155,14 +155,20 @@ impl Namespace {
         let new = g.insert(conn);
         if new {
             if let Some(ctx) = &self.presence {
-                // The newcomer gets the state (itself included), the others the join.
-                ctx.send(conn, &presence::state_frame(&self.name, room, g.iter()));
+                // The newcomer gets the state (itself included, other nodes' members too), the
+                // others the join.
+                let remote = ctx.remote(&self.name, room);
+                ctx.send(
+                    conn,
+                    &presence::state_frame(&self.name, room, g.iter(), &remote),
+                );
                 let who = conn.presence_id();
                 let diff =
                     presence::diff_frame(&self.name, room, conn.id, Some(who.as_deref()), None);
                 for other in g.iter().filter(|c| c.id != conn.id) {
                     ctx.send(other, &diff);
                 }
+                ctx.publish(&self.name, room, Some(conn.id), &diff);
             }
         }
         Ok(new)
@@ -176,6 +182,7 @@ impl Namespace {
             for other in g.iter() {
                 ctx.send(other, &diff);
             }
+            ctx.publish(&self.name, room, None, &diff);
         }
     }
 
@@ -197,15 +204,38 @@ impl Namespace {
         for c in g.iter() {
             ctx.send(c, &diff);
         }
+        ctx.publish(&self.name, room, None, &diff);
     }
 
-    /// A room's presence (empty without members).
+    /// A room's presence: its members here and, in a cluster with presence on, elsewhere.
     pub(crate) fn presence(&self, room: &str) -> Presence {
+        let remote = self
+            .presence
+            .as_ref()
+            .map(|ctx| ctx.remote(&self.name, room))
+            .unwrap_or_default();
+        let m = lock(&self.members);
+        match m.rooms.get(room) {
+            Some(g) => presence::snapshot(g.iter(), &remote),
+            None => presence::snapshot(std::iter::empty(), &remote),
+        }
+    }
+
+    /// Every room's local members as `joins` frames (for a node that just joined the cluster).
+    pub(crate) fn presence_sync(&self) -> Vec<(String, tokio_tungstenite::tungstenite::Utf8Bytes)> {
+        if self.presence.is_none() {
+            return Vec::new();
+        }
         let m = lock(&self.members);
         m.rooms
-            .get(room)
-            .map(|g| presence::snapshot(g.iter()))
-            .unwrap_or_default()
+            .iter()
+            .map(|(room, g)| {
+                (
+                    room.to_string(),
+                    presence::joins_frame(&self.name, room, g.iter()),
+                )
+            })
+            .collect()
     }
 
     /// Remove a member from a room; empty rooms are deleted. Returns whether it was there.

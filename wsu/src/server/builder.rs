@@ -783,7 +783,29 @@ impl ServerBuilder {
             });
         }
 
+        let cluster = match self.engine {
+            Some(engine) => {
+                self.cluster
+                    .check()
+                    .map_err(|reason| BuildError::InvalidOption {
+                        option: "cluster",
+                        reason,
+                    })?;
+                let Ok(rt) = tokio::runtime::Handle::try_current() else {
+                    return Err(BuildError::InvalidOption {
+                        option: "engine",
+                        reason: "a server with an engine must be built inside a tokio runtime",
+                    });
+                };
+                Some((
+                    crate::cluster::node::Node::new(engine, self.cluster, self.config.recovery),
+                    rt,
+                ))
+            }
+            None => None,
+        };
         let counters = Arc::new(Counters::default());
+        let node = cluster.as_ref().map(|(node, _)| node.clone());
         let mut namespaces = HashMap::new();
         for nsb in self.namespaces {
             names::validate_namespace(&nsb.name)
@@ -811,32 +833,11 @@ impl ServerBuilder {
                     nsb.on_connect,
                     nsb.on_disconnect,
                     self.config.recovery.as_ref(),
-                    super::presence_ctx(&self.config, &counters),
+                    super::presence_ctx(&self.config, &counters, node.as_ref()),
                 )),
             );
         }
 
-        let cluster = match self.engine {
-            Some(engine) => {
-                self.cluster
-                    .check()
-                    .map_err(|reason| BuildError::InvalidOption {
-                        option: "cluster",
-                        reason,
-                    })?;
-                let Ok(rt) = tokio::runtime::Handle::try_current() else {
-                    return Err(BuildError::InvalidOption {
-                        option: "engine",
-                        reason: "a server with an engine must be built inside a tokio runtime",
-                    });
-                };
-                Some((
-                    crate::cluster::node::Node::new(engine, self.cluster, self.config.recovery),
-                    rt,
-                ))
-            }
-            None => None,
-        };
         let (shutdown, _) = watch::channel(false);
         let (kill, _) = watch::channel(false);
         let sessions = self

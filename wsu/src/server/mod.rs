@@ -30,11 +30,13 @@ use crate::{Socket, SocketId};
 pub(crate) fn presence_ctx(
     config: &Config,
     counters: &Arc<Counters>,
+    node: Option<&Arc<crate::cluster::node::Node>>,
 ) -> Option<crate::presence::PresenceCtx> {
     config.presence.then(|| crate::presence::PresenceCtx {
         counters: counters.clone(),
         slow_consumer: config.slow_consumer,
         max_queued_bytes: config.max_queued_bytes,
+        node: node.cloned(),
     })
 }
 
@@ -417,11 +419,26 @@ impl Server {
                     None,
                     None,
                     self.inner.config.recovery.as_ref(),
-                    presence_ctx(&self.inner.config, &self.inner.counters),
+                    presence_ctx(
+                        &self.inner.config,
+                        &self.inner.counters,
+                        self.inner.cluster.as_ref(),
+                    ),
                 ))
             })
             .clone();
         Some(ns)
+    }
+
+    /// Every namespace (declared and dynamic).
+    pub(crate) fn all_namespaces(&self) -> Vec<Arc<Namespace>> {
+        self.inner
+            .namespaces
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Remove a dynamic namespace that became empty.
