@@ -499,6 +499,7 @@ macro_rules! cluster_suite {
         $crate::cluster_suite!(@one $setup, recovery_per_node);
         $crate::cluster_suite!(@one $setup, recovery_across_nodes);
         $crate::cluster_suite!(@one $setup, presence_across_nodes);
+        $crate::cluster_suite!(@one $setup, recovery_refusals_across_nodes);
     };
     (@one $setup:path, $name:ident) => {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -573,6 +574,87 @@ pub async fn recovery_per_node(factory: EngineFactory, prefix: &str) {
         .collect();
     assert!(offsets.windows(2).all(|w| w[0] < w[1]), "{offsets:?}");
     drop(back);
+    nodes.stop().await;
+}
+
+/// What cannot be recovered across nodes says why: a forged token (the session survives it),
+/// a trimmed stream (rooms still restored), an expired session.
+pub async fn recovery_refusals_across_nodes(factory: EngineFactory, prefix: &str) {
+    use crate::resume::Session;
+    if factory().await.streams().is_none() {
+        println!("SKIPPED recovery_refusals_across_nodes: this engine has no streams");
+        return;
+    }
+    let nodes = Nodes::start_with(&factory, prefix, 2, |b| {
+        b.recovery(
+            wsu::Recovery::default()
+                .history_size(5)
+                .session_ttl(Duration::from_millis(1500)),
+        )
+    })
+    .await;
+    let (a_addr, b_addr) = (nodes.nodes[0].addr, nodes.nodes[1].addr);
+    let member = |addr| async move {
+        let mut s = Session::connect(addr).await;
+        s.recovery().await;
+        s.client
+            .send(json!({"type": "join", "room": "r", "ackId": "j"}))
+            .await;
+        assert_eq!(s.next().await["type"], "ack");
+        s
+    };
+    let s = member(a_addr).await;
+    let (token, sid, positions) = (s.token(), s.sid(), s.positions.clone());
+    drop(s);
+    eventually("session parked", || {
+        nodes.server(0).stats().sessions_parked == 1
+    })
+    .await;
+    // Far more broadcasts than the stream keeps.
+    for i in 0..40 {
+        nodes.server(i % 2).to("r").emit("n", &i).expect("emit");
+    }
+    // A forged token (the right id, another secret) on node B: refused, the session lives on.
+    let mut forged = token.clone();
+    let last = forged.pop().expect("char");
+    forged.push(if last == 'A' { 'Q' } else { 'A' });
+    let f = Session::resume_with(b_addr, &forged, positions.clone()).await;
+    assert_eq!(f.hello["resume"]["reason"], "invalid token", "{}", f.hello);
+    drop(f);
+    let mut back = Session::resume_with(b_addr, &token, positions).await;
+    assert_eq!(back.hello["resume"]["accepted"], true, "{}", back.hello);
+    assert_eq!(back.sid(), sid);
+    let r = back.recovery().await;
+    assert_eq!(r["data"]["recovered"], false, "{r}");
+    assert_eq!(r["data"]["reason"], "trimmed");
+    // Its rooms are restored all the same. (Broadcasts the node had not delivered yet when it
+    // resumed may still arrive first, each after the recovery frame's position.)
+    let at = r["data"]["offset"].as_u64().expect("offset");
+    nodes.server(0).to("r").emit("n", &99).expect("emit");
+    loop {
+        let e = back.events(1).await;
+        assert!(e[0]["offset"].as_u64().expect("offset") > at, "{e:?}");
+        if e[0]["data"] == 99 {
+            break;
+        }
+    }
+    // Dropped again, and not back within the session TTL: gone on every node.
+    back.client.send(json!({"type": "ping"})).await;
+    while back.next().await["type"] != "pong" {}
+    let token = back.token();
+    drop(back);
+    eventually("session parked", || {
+        nodes.server(1).stats().sessions_parked == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let late = Session::resume_with(a_addr, &token, std::collections::BTreeMap::new()).await;
+    assert_eq!(
+        late.hello["resume"]["reason"], "unknown session",
+        "{}",
+        late.hello
+    );
+    drop(late);
     nodes.stop().await;
 }
 

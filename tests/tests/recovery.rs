@@ -375,16 +375,27 @@ async fn connect_hooks_run_again_and_know_the_connection_was_recovered() {
 }
 
 #[tokio::test]
-async fn a_wrong_epoch_is_not_recovered() {
+async fn a_wrong_epoch_is_not_recovered_but_a_client_that_saw_nothing_is() {
     let ts = start(Recovery::default()).await;
-    let a = member(&ts, "/", "r").await;
-    let token = a.token();
-    drop(a);
-    wait_until(|| ts.server.stats().sessions_detached == 1).await;
-    let positions = BTreeMap::from([("/".to_owned(), ("bogus".to_owned(), 0))]);
-    let mut b = Session::resume_with(ts.addr, &token, positions).await;
-    let r = b.recovery().await;
-    assert_eq!(r["data"]["reason"], "epoch changed");
+    for (epoch, offset, recovered) in [("bogus", 1, false), ("bogus", 0, true)] {
+        let a = member(&ts, "/", "r").await;
+        let token = a.token();
+        drop(a);
+        wait_until(|| ts.server.stats().sessions_detached == 1).await;
+        ts.server.to("r").emit("n", &1).expect("emit");
+        let positions = BTreeMap::from([("/".to_owned(), (epoch.to_owned(), offset))]);
+        let mut b = Session::resume_with(ts.addr, &token, positions).await;
+        let r = b.recovery().await;
+        assert_eq!(r["data"]["recovered"], recovered, "{r}");
+        if recovered {
+            // Offset 0 in any epoch: it saw nothing, so it missed all that is kept.
+            assert!(!r["data"]["events"].as_array().expect("events").is_empty());
+        } else {
+            assert_eq!(r["data"]["reason"], "epoch changed");
+        }
+        b.client.close(1000, "done").await;
+        wait_until(|| ts.server.stats().connections == 0).await;
+    }
     ts.stop().await;
 }
 

@@ -369,6 +369,11 @@ impl Node {
                 tracing::warn!(node = %self.id, engine = self.engine.name(), error = %e,
                     "cluster streams did not start; the engine keeps retrying");
             }
+            if let Some(inner) = server.upgrade() {
+                for ns in (Server { inner }).all_namespaces() {
+                    sync_mirror(streams, &ns, self.config.request_timeout).await;
+                }
+            }
         }
         match self.engine.subscribe(topics, sink).await {
             Ok(()) => {
@@ -684,5 +689,21 @@ struct PendingGuard {
 impl Drop for PendingGuard {
     fn drop(&mut self) {
         lock(&self.node.pending).remove(&self.id);
+    }
+}
+
+/// Give a namespace's mirror the engine's epoch and position (streams mode).
+pub(crate) async fn sync_mirror(
+    streams: &dyn super::Streams,
+    ns: &crate::registry::Namespace,
+    timeout: std::time::Duration,
+) {
+    let Some(history) = &ns.history else { return };
+    match tokio::time::timeout(timeout, streams.read(&ns.name, 0, 1)).await {
+        Ok(Ok(r)) => lock(history).sync(&r.epoch, r.top),
+        Ok(Err(e)) => {
+            tracing::warn!(namespace = %ns.name, error = %e, "could not read a stream's position")
+        }
+        Err(_) => tracing::warn!(namespace = %ns.name, "reading a stream's position timed out"),
     }
 }

@@ -409,9 +409,11 @@ impl Server {
             .namespaces
             .write()
             .unwrap_or_else(PoisonError::into_inner);
+        let mut created = false;
         let ns = map
             .entry(Arc::from(name))
             .or_insert_with(|| {
+                created = true;
                 Arc::new(Namespace::new(
                     Arc::from(name),
                     false,
@@ -427,6 +429,27 @@ impl Server {
                 ))
             })
             .clone();
+        drop(map);
+        if created && self.streams_mode() {
+            // Its mirror learns the cluster's position in the background (joins meanwhile are
+            // told this node's).
+            if let (Some(node), Ok(rt)) = (
+                self.inner.cluster.clone(),
+                tokio::runtime::Handle::try_current(),
+            ) {
+                let ns = ns.clone();
+                rt.spawn(async move {
+                    if let Some(streams) = node.engine.streams() {
+                        crate::cluster::node::sync_mirror(
+                            streams,
+                            &ns,
+                            node.config.request_timeout,
+                        )
+                        .await;
+                    }
+                });
+            }
+        }
         Some(ns)
     }
 

@@ -121,6 +121,8 @@ pub(crate) struct History {
     bytes: usize,
     /// Entries lost on the way to this node (a mirror of an engine's stream).
     gaps: u64,
+    /// A mirror that knows the engine's epoch and position (from an entry or a read).
+    synced: bool,
     size: usize,
     max_bytes: usize,
     ttl: Duration,
@@ -144,6 +146,7 @@ impl History {
             entries: VecDeque::new(),
             bytes: 0,
             gaps: 0,
+            synced: false,
             size,
             max_bytes,
             ttl,
@@ -221,6 +224,7 @@ impl History {
         epoch: &str,
         now: Instant,
     ) -> Option<Utf8Bytes> {
+        self.synced = true;
         if *self.epoch != *epoch {
             self.epoch = Arc::from(epoch);
             self.entries.clear();
@@ -239,6 +243,17 @@ impl History {
         let out = Self::splice(frame, offset, &self.epoch);
         self.keep(offset, prev, &out, filter, now);
         Some(out)
+    }
+
+    /// A mirror that has not seen an entry yet learns the engine's epoch and last offset (read
+    /// when the node starts or the namespace is created), so that positions given to joining
+    /// connections are the cluster's.
+    pub(crate) fn sync(&mut self, epoch: &str, top: u64) {
+        if !self.synced && self.entries.is_empty() {
+            self.epoch = Arc::from(epoch);
+            self.top = top;
+        }
+        self.synced = true;
     }
 
     /// Entries lost on the way to this mirror (see [`record_at`](Self::record_at)).
@@ -318,7 +333,9 @@ impl History {
             }
         }
         let from = from.ok_or(Unrecovered::NoOffset)?;
-        if *from.epoch != *f.epoch {
+        // Offset 0: the client saw nothing of the stream, in whatever epoch: it missed
+        // everything of the current one.
+        if *from.epoch != *f.epoch && from.offset != 0 {
             return Err(Unrecovered::EpochChanged);
         }
         // What the engine had after `from`, then what this node has beyond that.
@@ -367,7 +384,8 @@ impl History {
         max_bytes: usize,
     ) -> Result<Vec<Utf8Bytes>, Unrecovered> {
         let from = from.ok_or(Unrecovered::NoOffset)?;
-        if *from.epoch != *self.epoch || from.offset > self.top {
+        // Offset 0: the client saw nothing of the stream, in whatever epoch (see `missed_with`).
+        if (*from.epoch != *self.epoch && from.offset != 0) || from.offset > self.top {
             return Err(Unrecovered::EpochChanged);
         }
         if from.offset == self.top {
