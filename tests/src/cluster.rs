@@ -618,9 +618,10 @@ pub async fn recovery_refusals_across_nodes(factory: EngineFactory, prefix: &str
     let mut forged = token.clone();
     let last = forged.pop().expect("char");
     forged.push(if last == 'A' { 'Q' } else { 'A' });
-    let f = Session::resume_with(b_addr, &forged, positions.clone()).await;
+    let mut f = Session::resume_with(b_addr, &forged, positions.clone()).await;
     assert_eq!(f.hello["resume"]["reason"], "invalid token", "{}", f.hello);
-    drop(f);
+    // (A clean close: its own fresh session ends, and is not parked.)
+    f.client.close(1000, "bye").await;
     let mut back = Session::resume_with(b_addr, &token, positions).await;
     assert_eq!(back.hello["resume"]["accepted"], true, "{}", back.hello);
     assert_eq!(back.sid(), sid);
