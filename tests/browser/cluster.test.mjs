@@ -20,7 +20,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { accessSync, constants } from 'node:fs';
+import { accessSync, constants, mkdtempSync } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
@@ -64,7 +64,8 @@ const ENGINES = [
     name: 'nats',
     bin: findBinary('nats-server', process.env.NATS_SERVER),
     pkg: 'nats-server',
-    args: (port) => ['-a', '127.0.0.1', '-p', String(port)],
+    // JetStream on (a fresh store each run): the chat app keeps its history and sessions in it.
+    args: (port) => ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', mkdtempSync(path.join(os.tmpdir(), 'wsu-nats-'))],
     env: (port) => ({ CHAT_NATS_URL: `nats://127.0.0.1:${port}` }),
   },
 ];

@@ -151,3 +151,104 @@ async fn streams_contract() {
     let (factory, _guard) = setup("streams").await.expect("memory");
     wsu_tests::streams::streams_contract(factory, "wsu-test").await;
 }
+
+/// An engine whose streams cannot start (as NATS without JetStream): the node says so, and
+/// broadcasts still cross nodes through pub/sub, unnumbered by the engine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_that_do_not_start_fall_back_to_pub_sub() {
+    use bytes::Bytes;
+    use std::time::Duration;
+    use wsu::cluster::{
+        EngineError, EngineFuture, EngineSink, StreamLimits, StreamPos, StreamRead, Streams,
+    };
+
+    struct NoJetStream(wsu::cluster::MemoryEngine);
+    fn down<T: Send + 'static>() -> EngineFuture<'static, Result<T, EngineError>> {
+        Box::pin(async { Err(EngineError::Other("no JetStream".into())) })
+    }
+    impl Engine for NoJetStream {
+        fn name(&self) -> &'static str {
+            "no-jetstream"
+        }
+        fn subscribe(
+            &self,
+            topics: Vec<String>,
+            sink: EngineSink,
+        ) -> EngineFuture<'_, Result<(), EngineError>> {
+            self.0.subscribe(topics, sink)
+        }
+        fn publish(
+            &self,
+            topic: &str,
+            payload: Bytes,
+        ) -> EngineFuture<'static, Result<(), EngineError>> {
+            self.0.publish(topic, payload)
+        }
+        fn close(&self) -> EngineFuture<'_, ()> {
+            self.0.close()
+        }
+        fn streams(&self) -> Option<&dyn Streams> {
+            Some(self)
+        }
+    }
+    impl Streams for NoJetStream {
+        fn start(&self, _: &str, _: EngineSink) -> EngineFuture<'_, Result<(), EngineError>> {
+            down()
+        }
+        fn append(
+            &self,
+            _: &str,
+            _: Bytes,
+            _: StreamLimits,
+        ) -> EngineFuture<'static, Result<StreamPos, EngineError>> {
+            down()
+        }
+        fn read(
+            &self,
+            _: &str,
+            _: u64,
+            _: usize,
+        ) -> EngineFuture<'static, Result<StreamRead, EngineError>> {
+            down()
+        }
+        fn put(
+            &self,
+            _: &str,
+            _: Bytes,
+            _: Duration,
+        ) -> EngineFuture<'static, Result<(), EngineError>> {
+            down()
+        }
+        fn take(&self, _: &str) -> EngineFuture<'static, Result<Option<Bytes>, EngineError>> {
+            down()
+        }
+    }
+
+    let broker = MemoryBroker::new();
+    let factory: EngineFactory = Arc::new(move || {
+        let e: Box<dyn Engine> = Box::new(NoJetStream(broker.engine()));
+        Box::pin(async move { e })
+    });
+    let nodes = wsu_tests::cluster::Nodes::start_with(&factory, "fallback", 2, |b| {
+        b.recovery(wsu::Recovery::default())
+    })
+    .await;
+    let mut c = wsu_tests::resume::Session::connect(nodes.nodes[1].addr).await;
+    c.recovery().await;
+    c.client
+        .send(serde_json::json!({"type": "join", "room": "r", "ackId": "j"}))
+        .await;
+    assert_eq!(c.next().await["type"], "ack");
+    let d = nodes.server(0).to("r").emit("n", &7).expect("emit");
+    assert_ne!(
+        d.published,
+        wsu::Published::Failed,
+        "pub/sub, not the broken streams"
+    );
+    let m = c.events(1).await;
+    assert_eq!(m[0]["data"], 7);
+    // Numbered by node B itself (per-node recovery).
+    assert_eq!(m[0]["offset"], 1);
+    drop(c);
+    nodes.stop().await;
+}

@@ -65,6 +65,9 @@ pub(crate) struct Node {
     pub(crate) stream_limits: Option<super::StreamLimits>,
     /// The other nodes' room members (with presence on).
     pub(crate) remote_presence: crate::presence::RemotePresence,
+    /// Cleared when the engine's streams could not start (for example NATS without
+    /// JetStream): recovery then stays per node and broadcasts use pub/sub.
+    streams_ok: AtomicBool,
 }
 
 impl std::fmt::Debug for Node {
@@ -115,6 +118,7 @@ impl Node {
             started: OnceLock::new(),
             stream_limits,
             remote_presence: crate::presence::RemotePresence::default(),
+            streams_ok: AtomicBool::new(true),
         })
     }
 
@@ -366,8 +370,10 @@ impl Node {
         let topics = vec![self.topic_all.clone(), self.topic_self.clone()];
         if let (Some(streams), Some(_)) = (self.engine.streams(), self.stream_limits) {
             if let Err(e) = streams.start(&self.config.prefix, sink.clone()).await {
-                tracing::warn!(node = %self.id, engine = self.engine.name(), error = %e,
-                    "cluster streams did not start; the engine keeps retrying");
+                self.streams_ok.store(false, Relaxed);
+                tracing::error!(node = %self.id, engine = self.engine.name(), error = %e,
+                    "the engine's streams did not start (NATS needs JetStream, `nats-server -js`): \
+                     broadcasts use pub/sub and recovery stays on each node");
             }
             if let Some(inner) = server.upgrade() {
                 for ns in (Server { inner }).all_namespaces() {
@@ -516,6 +522,11 @@ impl Node {
                 (Handed::Pending, Some(fut))
             }
         }
+    }
+
+    /// Whether broadcasts and sessions go through the engine's streams.
+    pub(crate) fn streams_active(&self) -> bool {
+        self.stream_limits.is_some() && self.streams_ok.load(Relaxed)
     }
 
     /// Tell the other nodes about a presence change in a room.

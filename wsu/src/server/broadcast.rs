@@ -254,7 +254,7 @@ impl Broadcast {
     /// engine with streams, a namespace with a history, not volatile, not local).
     fn streamed(&self) -> Option<&Arc<Node>> {
         let node = self.node()?;
-        (node.stream_limits.is_some() && !self.volatile).then_some(node)
+        (node.streams_active() && !self.volatile).then_some(node)
     }
 
     /// A broadcast the stream refused (the broker is away): this node's members still get it,
@@ -353,7 +353,7 @@ impl Broadcast {
             .inner
             .cluster
             .as_ref()
-            .is_some_and(|n| n.stream_limits.is_some());
+            .is_some_and(|n| n.streams_active());
         match &ns.history {
             Some(history) if !self.volatile && !streams => {
                 let mut h = crate::sync::lock(history);

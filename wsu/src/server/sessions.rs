@@ -29,7 +29,7 @@ impl Server {
         self.inner
             .cluster
             .as_ref()
-            .is_some_and(|n| n.stream_limits.is_some())
+            .is_some_and(|n| n.streams_active())
     }
 
     /// Claim the session a resume token names on this node: a detached one's saved state, or a
