@@ -285,12 +285,7 @@ impl Broadcast {
             return self.deliver(&ns, frame);
         };
         let mut h = crate::sync::lock(history);
-        let filter = EntryFilter {
-            rooms: self.rooms.clone(),
-            except: self.except.clone(),
-            except_rooms: self.except_rooms.clone(),
-            only: self.only.clone(),
-        };
+        let filter = self.entry_filter();
         let now = tokio::time::Instant::now();
         match h.record_at(&frame, filter, pos.offset, pos.prev, &pos.epoch, now) {
             Some(frame) => self.deliver(&ns, frame),
@@ -357,18 +352,23 @@ impl Broadcast {
         match &ns.history {
             Some(history) if !self.volatile && !streams => {
                 let mut h = crate::sync::lock(history);
-                let filter = EntryFilter {
-                    rooms: self.rooms.clone(),
-                    except: self.except.clone(),
-                    except_rooms: self.except_rooms.clone(),
-                    only: self.only.clone(),
-                };
+                let filter = self.entry_filter();
                 let frame = h.record(&frame, filter, tokio::time::Instant::now());
                 let delivery = self.deliver(&ns, frame);
                 drop(h);
                 delivery
             }
             _ => self.deliver(&ns, frame),
+        }
+    }
+
+    /// Whom this broadcast addresses, as a history entry records it.
+    fn entry_filter(&self) -> EntryFilter {
+        EntryFilter {
+            rooms: self.rooms.clone(),
+            except: self.except.clone(),
+            except_rooms: self.except_rooms.clone(),
+            only: self.only.clone(),
         }
     }
 

@@ -453,6 +453,14 @@ pub(crate) fn encode_recovery(namespace: &str, replay: &Replay) -> Utf8Bytes {
 }
 
 #[cfg(test)]
+impl History {
+    /// A replay without an engine read and without a byte bound.
+    fn replay_plain(&mut self, resume: Option<Resuming<'_>>, max: usize, now: Instant) -> Replay {
+        self.replay(resume, None, &mut |_, _| {}, max, usize::MAX, now)
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -531,37 +539,16 @@ mod tests {
             now,
         );
         let rooms = [lobby.clone()];
-        let r = h.replay(
-            Some((id(7), &rooms, Some(&at(&h, 0)))),
-            None,
-            &mut |_, _| {},
-            100,
-            usize::MAX,
-            now,
-        );
+        let r = h.replay_plain(Some((id(7), &rooms, Some(&at(&h, 0)))), 100, now);
         assert_eq!(r.outcome, Ok(()));
         assert_eq!(r.offset, 6);
         let data: Vec<&str> = r.events.iter().map(|e| &e[52..53]).collect();
         assert_eq!(data, ["a", "b", "e"], "{:?}", r.events);
         // From offset 2: only what came after.
-        let r = h.replay(
-            Some((id(7), &rooms, Some(&at(&h, 2)))),
-            None,
-            &mut |_, _| {},
-            100,
-            usize::MAX,
-            now,
-        );
+        let r = h.replay_plain(Some((id(7), &rooms, Some(&at(&h, 2)))), 100, now);
         assert_eq!(r.events.len(), 1);
         // Up to date: recovered, nothing to send.
-        let r = h.replay(
-            Some((id(8), &[], Some(&at(&h, 6)))),
-            None,
-            &mut |_, _| {},
-            100,
-            usize::MAX,
-            now,
-        );
+        let r = h.replay_plain(Some((id(8), &[], Some(&at(&h, 6)))), 100, now);
         assert_eq!((r.outcome, r.events.len()), (Ok(()), 0));
         // Another epoch, or a position from the future.
         let other = Position {
@@ -569,70 +556,33 @@ mod tests {
             offset: 1,
         };
         assert_eq!(
-            h.replay(
-                Some((id(8), &[], Some(&other))),
-                None,
-                &mut |_, _| {},
-                100,
-                usize::MAX,
-                now
-            )
-            .outcome,
+            h.replay_plain(Some((id(8), &[], Some(&other))), 100, now)
+                .outcome,
             Err(Unrecovered::EpochChanged)
         );
         assert_eq!(
-            h.replay(
-                Some((id(8), &[], Some(&at(&h, 7)))),
-                None,
-                &mut |_, _| {},
-                100,
-                usize::MAX,
-                now
-            )
-            .outcome,
+            h.replay_plain(Some((id(8), &[], Some(&at(&h, 7)))), 100, now)
+                .outcome,
             Err(Unrecovered::EpochChanged)
         );
         assert_eq!(
-            h.replay(
-                Some((id(8), &[], None)),
-                None,
-                &mut |_, _| {},
-                100,
-                usize::MAX,
-                now
-            )
-            .outcome,
+            h.replay_plain(Some((id(8), &[], None)), 100, now).outcome,
             Err(Unrecovered::NoOffset)
         );
         assert_eq!(
-            h.replay(None, None, &mut |_, _| {}, 100, usize::MAX, now)
-                .outcome,
+            h.replay_plain(None, 100, now).outcome,
             Err(Unrecovered::New)
         );
         // More than max.
         assert_eq!(
-            h.replay(
-                Some((id(9), &[], Some(&at(&h, 0)))),
-                None,
-                &mut |_, _| {},
-                2,
-                usize::MAX,
-                now
-            )
-            .outcome,
+            h.replay_plain(Some((id(9), &[], Some(&at(&h, 0)))), 2, now)
+                .outcome,
             Err(Unrecovered::TooMany)
         );
         assert_eq!(
-            h.replay(
-                Some((id(9), &[], Some(&at(&h, 0)))),
-                None,
-                &mut |_, _| {},
-                3,
-                usize::MAX,
-                now
-            )
-            .events
-            .len(),
+            h.replay_plain(Some((id(9), &[], Some(&at(&h, 0)))), 3, now)
+                .events
+                .len(),
             3
         );
     }
@@ -646,79 +596,37 @@ mod tests {
         }
         // Kept: 3, 4, 5. From 1 (missed 2): trimmed; from 2: complete.
         assert_eq!(
-            h.replay(
-                Some((id(1), &[], Some(&at(&h, 1)))),
-                None,
-                &mut |_, _| {},
-                100,
-                usize::MAX,
-                now
-            )
-            .outcome,
+            h.replay_plain(Some((id(1), &[], Some(&at(&h, 1)))), 100, now)
+                .outcome,
             Err(Unrecovered::Trimmed)
         );
         assert_eq!(
-            h.replay(
-                Some((id(1), &[], Some(&at(&h, 2)))),
-                None,
-                &mut |_, _| {},
-                100,
-                usize::MAX,
-                now
-            )
-            .events
-            .len(),
+            h.replay_plain(Some((id(1), &[], Some(&at(&h, 2)))), 100, now)
+                .events
+                .len(),
             3
         );
         // Everything ages out; a client that saw offset 5 lost nothing.
         let later = now + Duration::from_secs(11);
         assert_eq!(
-            h.replay(
-                Some((id(1), &[], Some(&at(&h, 4)))),
-                None,
-                &mut |_, _| {},
-                100,
-                usize::MAX,
-                later
-            )
-            .outcome,
+            h.replay_plain(Some((id(1), &[], Some(&at(&h, 4)))), 100, later)
+                .outcome,
             Err(Unrecovered::Trimmed)
         );
-        let r = h.replay(
-            Some((id(1), &[], Some(&at(&h, 5)))),
-            None,
-            &mut |_, _| {},
-            100,
-            usize::MAX,
-            later,
-        );
+        let r = h.replay_plain(Some((id(1), &[], Some(&at(&h, 5)))), 100, later);
         assert_eq!((r.outcome, r.events.len(), r.offset), (Ok(()), 0, 5));
         // Size 0: offsets are assigned, nothing is kept.
         let mut none = History::new(0, usize::MAX, Duration::from_secs(10));
         rec(&mut none, "x", EntryFilter::default(), now);
         rec(&mut none, "y", EntryFilter::default(), now);
         assert_eq!(
-            none.replay(
-                Some((id(1), &[], Some(&at(&none, 1)))),
-                None,
-                &mut |_, _| {},
-                100,
-                usize::MAX,
-                now
-            )
-            .outcome,
+            none.replay_plain(Some((id(1), &[], Some(&at(&none, 1)))), 100, now)
+                .outcome,
             Err(Unrecovered::Trimmed)
         );
         assert_eq!(
-            none.replay(
-                Some((id(1), &[], Some(&at(&none, 2)))),
-                None,
-                &mut |_, _| {},
-                100,
-                usize::MAX,
-                now
-            )
-            .outcome,
+            none.replay_plain(Some((id(1), &[], Some(&at(&none, 2)))), 100, now)
+                .outcome,
             Ok(())
         );
     }
@@ -736,28 +644,14 @@ mod tests {
             (2, 2 * h.entries[0].frame.len())
         );
         assert_eq!(
-            h.replay(
-                Some((id(1), &[], Some(&at(&h, 0)))),
-                None,
-                &mut |_, _| {},
-                100,
-                usize::MAX,
-                now
-            )
-            .outcome,
+            h.replay_plain(Some((id(1), &[], Some(&at(&h, 0)))), 100, now)
+                .outcome,
             Err(Unrecovered::Trimmed)
         );
         assert_eq!(
-            h.replay(
-                Some((id(1), &[], Some(&at(&h, 1)))),
-                None,
-                &mut |_, _| {},
-                100,
-                usize::MAX,
-                now
-            )
-            .events
-            .len(),
+            h.replay_plain(Some((id(1), &[], Some(&at(&h, 1)))), 100, now)
+                .events
+                .len(),
             2
         );
     }
